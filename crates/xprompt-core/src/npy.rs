@@ -30,7 +30,10 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyEr
     if expected != data.len() {
         return Err(NpyError::Format {
             path: path.display().to_string(),
-            why: format!("shape {shape:?} needs {expected} values, got {}", data.len()),
+            why: format!(
+                "shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            ),
         });
     }
     let shape_txt = match shape.len() {
@@ -44,8 +47,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyEr
                 .join(", ")
         ),
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Header (magic + version + len + dict + newline) must be a multiple of 64 bytes.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));

@@ -1,0 +1,317 @@
+//! Model configuration: `config.json` of a Hugging Face Chameleon / Lumina-mGPT / Anole
+//! directory, plus xprompt's own `xprompt` section.
+//!
+//! Two tiers (STYLE.md §2): [`RawChameleonConfig`] mirrors the file on disk (serde defaults,
+//! `Option`s, unknown fields ignored because real checkpoints carry many we do not use);
+//! [`ChameleonConfig`] is the validated form the model code reads. Field meanings follow
+//! `transformers.ChameleonConfig` (4.46) and Lumina-mGPT's `ChameleonXLLMXConfig`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+/// `config.json` exactly as written by transformers / Lumina-mGPT / xprompt.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawChameleonConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub swin_norm: bool,
+    #[serde(default)]
+    pub model_parallel_size: Option<usize>,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// Lumina-mGPT residual-branch dropout (training only).
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Lumina-mGPT flag; xprompt never masks image logits (see CHAMELEON_LUMINA.md §1.5).
+    #[serde(default)]
+    pub mask_image_logits: Option<bool>,
+    #[serde(default)]
+    pub z_loss_weight: Option<f64>,
+    #[serde(default)]
+    pub initializer_range: Option<f64>,
+    #[serde(default)]
+    pub vocabulary_map: Option<HashMap<String, u32>>,
+    #[serde(default)]
+    pub xprompt: Option<XPromptSection>,
+}
+
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_max_pos() -> usize {
+    4096
+}
+fn default_rms_eps() -> f64 {
+    1e-5
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+
+/// xprompt's additions to `config.json`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XPromptSection {
+    /// Ids of the learnable X-Prompt tokens (rows appended after the base vocabulary).
+    #[serde(default)]
+    pub xp_token_ids: Vec<u32>,
+    /// Latent cells per size token (Lumina: 32 px per size unit / 16 px per cell = 2).
+    #[serde(default)]
+    pub cells_per_size_unit: Option<usize>,
+    /// Pixels per latent cell (the VQGAN's downsampling factor; Chameleon: 16).
+    #[serde(default)]
+    pub pixels_per_cell: Option<usize>,
+}
+
+/// Linear RoPE position scaling (`rope_scaling = {"type": "linear", "factor": f}`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeScaling {
+    pub linear_factor: f64,
+}
+
+/// Image grid geometry: how size tokens map to latent cells and pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageGeometry {
+    pub cells_per_size_unit: usize,
+    pub pixels_per_cell: usize,
+}
+
+impl ImageGeometry {
+    /// Lumina-mGPT: a size token counts 32 px = 2 latent cells of 16 px.
+    pub const LUMINA: ImageGeometry = ImageGeometry {
+        cells_per_size_unit: 2,
+        pixels_per_cell: 16,
+    };
+
+    pub fn pixels_per_size_unit(&self) -> usize {
+        self.cells_per_size_unit * self.pixels_per_cell
+    }
+}
+
+/// The validated configuration used by the decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChameleonConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub tie_word_embeddings: bool,
+    pub swin_norm: bool,
+    /// Residual dropout probability used when the model is built for training.
+    pub dropout: f64,
+    pub z_loss_weight: f64,
+    pub initializer_range: f64,
+    pub xp_token_ids: Vec<u32>,
+    pub geometry: ImageGeometry,
+}
+
+/// The q/k LayerNorm epsilon, hard-coded in `ChameleonLayerNorm.forward`.
+pub const QK_NORM_EPS: f64 = 1e-5;
+
+impl RawChameleonConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| CoreError::Config {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Validates the raw file into a [`ChameleonConfig`]; `source` names the file in errors.
+    pub fn validate(&self, source: &str) -> Result<ChameleonConfig> {
+        let bad = |why: String| CoreError::Config {
+            path: source.to_string(),
+            why,
+        };
+        if self.hidden_act != "silu" {
+            return Err(bad(format!(
+                "hidden_act {:?} is not supported (Chameleon uses \"silu\")",
+                self.hidden_act
+            )));
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{name} must be positive")));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(bad(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        let head_dim = self.hidden_size / self.num_attention_heads;
+        if head_dim % 2 != 0 {
+            return Err(bad(format!("head_dim {head_dim} must be even for RoPE")));
+        }
+        let kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
+        if kv_heads == 0 || self.num_attention_heads % kv_heads != 0 {
+            return Err(bad(format!(
+                "num_key_value_heads {kv_heads} must divide num_attention_heads {}",
+                self.num_attention_heads
+            )));
+        }
+        let rope_scaling = match &self.rope_scaling {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let kind = v
+                    .get("type")
+                    .or_else(|| v.get("rope_type"))
+                    .and_then(|t| t.as_str());
+                let factor = v.get("factor").and_then(|f| f.as_f64());
+                match (kind, factor) {
+                    (Some("linear"), Some(f)) if f > 0.0 => Some(RopeScaling { linear_factor: f }),
+                    _ => {
+                        return Err(bad(format!(
+                            "rope_scaling {v} is not supported (only {{\"type\": \"linear\", \"factor\": f}})"
+                        )))
+                    }
+                }
+            }
+        };
+        let xp = self.xprompt.clone().unwrap_or_default();
+        for &id in &xp.xp_token_ids {
+            if id as usize >= self.vocab_size {
+                return Err(bad(format!(
+                    "xprompt.xp_token_ids contains {id}, outside vocab_size {}",
+                    self.vocab_size
+                )));
+            }
+        }
+        let geometry = ImageGeometry {
+            cells_per_size_unit: xp
+                .cells_per_size_unit
+                .unwrap_or(ImageGeometry::LUMINA.cells_per_size_unit),
+            pixels_per_cell: xp
+                .pixels_per_cell
+                .unwrap_or(ImageGeometry::LUMINA.pixels_per_cell),
+        };
+        if geometry.cells_per_size_unit == 0 || geometry.pixels_per_cell == 0 {
+            return Err(bad("xprompt grid geometry values must be positive".into()));
+        }
+        Ok(ChameleonConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: kv_heads,
+            head_dim,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            rope_scaling,
+            attention_bias: self.attention_bias,
+            mlp_bias: self.mlp_bias,
+            tie_word_embeddings: self.tie_word_embeddings,
+            swin_norm: self.swin_norm,
+            dropout: self.dropout.unwrap_or(0.0),
+            z_loss_weight: self.z_loss_weight.unwrap_or(0.0),
+            initializer_range: self.initializer_range.unwrap_or(0.02),
+            xp_token_ids: xp.xp_token_ids,
+            geometry,
+        })
+    }
+}
+
+impl ChameleonConfig {
+    /// Number of parameters of the decoder (embeddings and lm_head included).
+    pub fn parameter_count(&self) -> usize {
+        let h = self.hidden_size;
+        let d = self.head_dim;
+        let kv = self.num_key_value_heads * d;
+        let attn = h * h * 2
+            + h * kv * 2
+            + if self.attention_bias {
+                2 * h + 2 * kv
+            } else {
+                0
+            }
+            + 2 * (self.num_attention_heads * d + self.num_key_value_heads * d);
+        let mlp = 3 * h * self.intermediate_size
+            + if self.mlp_bias {
+                2 * self.intermediate_size + h
+            } else {
+                0
+            };
+        let layer = attn + mlp + 2 * h;
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
+        self.vocab_size * h + self.num_hidden_layers * layer + h + head
+    }
+
+    /// A small random-init configuration, useful for tests and benchmarks.
+    pub fn tiny(vocab_size: usize) -> Self {
+        RawChameleonConfig {
+            vocab_size,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            hidden_act: default_act(),
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            attention_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: false,
+            swin_norm: false,
+            model_parallel_size: None,
+            attention_dropout: 0.0,
+            dropout: None,
+            mask_image_logits: None,
+            z_loss_weight: None,
+            initializer_range: None,
+            vocabulary_map: None,
+            xprompt: None,
+        }
+        .validate("<tiny>")
+        .expect("tiny config is valid")
+    }
+}

@@ -1,0 +1,211 @@
+//! Chameleon self-attention: q/k/v projections, per-head q/k LayerNorm with affine weights,
+//! rotate-half RoPE, grouped-query attention with an additive bias mask, output projection.
+//!
+//! Matches `ChameleonAttention` of transformers 4.46 and Lumina-mGPT's fork
+//! (CHAMELEON_LUMINA.md §1.2–1.3). GQA is computed by folding the query heads of a group
+//! into the sequence axis, so keys and values are never repeated in memory.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::kv_cache::KvCache;
+use crate::config::{ChameleonConfig, QK_NORM_EPS};
+use crate::ops::{self, OpsMode};
+
+/// Per-head LayerNorm applied to queries or keys: `(x − mean)/sqrt(var + 1e-5) · γ[h] + β[h]`.
+#[derive(Debug, Clone)]
+pub struct HeadNorm {
+    /// `(heads, head_dim)`, expanded from whichever on-disk layout the checkpoint uses.
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl HeadNorm {
+    pub fn new(heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: per_head_param(heads, head_dim, "weight", Init::Const(1.0), &vb)?,
+            bias: per_head_param(heads, head_dim, "bias", Init::Const(0.0), &vb)?,
+        })
+    }
+
+    /// # Shapes
+    /// `x`: `(B, T, heads, head_dim)` -> same.
+    pub fn forward(&self, x: &Tensor, mode: OpsMode) -> Result<Tensor> {
+        ops::layer_norm_plain(x, QK_NORM_EPS, mode)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Loads a q/k-norm parameter in any of the three on-disk layouts — `[head_dim]` (Meta),
+/// `[mp, head_dim]` (Lumina, mp = model-parallel shards) or `[heads, head_dim]` (upstream HF)
+/// — and expands it to `[heads, head_dim]` by repeat-interleave.
+fn per_head_param(
+    heads: usize,
+    head_dim: usize,
+    name: &str,
+    init: Init,
+    vb: &VarBuilder,
+) -> Result<Tensor> {
+    if !vb.contains_tensor(name) {
+        // Fresh parameters (training) or a missing tensor (the backend reports which).
+        return vb.get_with_hints((heads, head_dim), name, init);
+    }
+    let t = vb.get_unchecked(name)?;
+    let rows = match t.dims() {
+        [d] if *d == head_dim => t.unsqueeze(0)?,
+        [m, d] if *d == head_dim && *m > 0 && heads % *m == 0 => t,
+        other => candle_core::bail!(
+            "tensor {}.{name} has shape {other:?}; expected [{head_dim}], [mp, {head_dim}] with mp dividing {heads}, or [{heads}, {head_dim}]",
+            vb.prefix()
+        ),
+    };
+    let m = rows.dim(0)?;
+    // (m, D) -> (m, 1, D) -> (m, heads/m, D) -> (heads, D)
+    rows.unsqueeze(1)?
+        .broadcast_as((m, heads / m, head_dim))?
+        .reshape((heads, head_dim))
+}
+
+/// A linear layer initialised like transformers (normal(0, initializer_range)).
+pub fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    std: f64,
+    vb: VarBuilder,
+) -> Result<Linear> {
+    let w = vb.get_with_hints(
+        (out_dim, in_dim),
+        "weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+    )?;
+    let b = if bias {
+        Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: HeadNorm,
+    k_norm: HeadNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(cfg: &ChameleonConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let kv = cfg.num_key_value_heads * d;
+        let std = cfg.initializer_range;
+        Ok(Self {
+            q_proj: linear(
+                h,
+                cfg.num_attention_heads * d,
+                cfg.attention_bias,
+                std,
+                vb.pp("q_proj"),
+            )?,
+            k_proj: linear(h, kv, cfg.attention_bias, std, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv, cfg.attention_bias, std, vb.pp("v_proj"))?,
+            o_proj: linear(
+                cfg.num_attention_heads * d,
+                h,
+                cfg.attention_bias,
+                std,
+                vb.pp("o_proj"),
+            )?,
+            q_norm: HeadNorm::new(cfg.num_attention_heads, d, vb.pp("q_norm"))?,
+            k_norm: HeadNorm::new(cfg.num_key_value_heads, d, vb.pp("k_norm"))?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `(B, T, hidden)`
+    /// - `cos`, `sin`: `(B, T, head_dim/2)` for each row's positions
+    /// - `mask`: additive bias broadcastable to `(B, 1, T, L)` where `L` = cached + `T`;
+    ///   `None` means every query sees every key (single-token decode).
+    /// - returns `(B, T, hidden)`
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        mode: OpsMode,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, hkv, d))?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, hkv, d))?;
+        let q = self.q_norm.forward(&q, mode)?;
+        let k = self.k_norm.forward(&k, mode)?;
+        // (B, T, H, D) -> (B, H, T, D)
+        let q = ops::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        let k = ops::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v)?,
+            None => (k, v),
+        };
+        let l = k.dim(2)?;
+        let rep = h / hkv;
+        // Fold each group's query heads into the row axis: (B, H, T, D) -> (B, Hkv, rep·T, D).
+        let q = q.reshape((b, hkv, rep * t, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = match mask {
+            Some(mask) => {
+                // (B, Hkv, rep·T, L) -> (B, Hkv, rep, T, L) + (B|1, 1, 1, T, L)
+                let mask = mask.unsqueeze(2)?;
+                scores
+                    .reshape((b, hkv, rep, t, l))?
+                    .broadcast_add(&mask)?
+                    .reshape((b, hkv, rep * t, l))?
+            }
+            None => scores,
+        };
+        let probs = ops::softmax_last_dim(&scores, mode)?;
+        // (B, Hkv, rep·T, D) -> (B, H, T, D) -> (B, T, H·D)
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// Builds the causal additive bias for `t` new queries after `past` cached positions:
+/// `(1, 1, t, past + t)`, 0 where visible and −∞ elsewhere.
+pub fn causal_bias(t: usize, past: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let l = past + t;
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..l).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(data, (1, 1, t, l), device)
+}

@@ -1,0 +1,39 @@
+//! SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))` (`ChameleonMLP`).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::attention::linear;
+use crate::config::ChameleonConfig;
+use crate::ops;
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn new(cfg: &ChameleonConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i, std) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.initializer_range,
+        );
+        Ok(Self {
+            gate_proj: linear(h, i, cfg.mlp_bias, std, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, cfg.mlp_bias, std, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, cfg.mlp_bias, std, vb.pp("down_proj"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    /// # Shapes
+    /// `(B, T, hidden)` -> `(B, T, hidden)`
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}

@@ -1,0 +1,106 @@
+//! Loading a whole model directory (Hugging Face layout): `config.json`, safetensors
+//! weights, and the vocabulary (from `vocabulary_map` or `tokenizer.json`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::{ChameleonConfig, RawChameleonConfig};
+use crate::error::{CoreError, Result};
+use crate::model::ChameleonModel;
+use crate::ops::OpsMode;
+use crate::tokenizer::TextTokenizer;
+use crate::vocab::Vocabulary;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Tensors present in Hugging Face Chameleon checkpoints that the decoder does not use.
+pub const IGNORED_PREFIXES: &[&str] = &["model.vqmodel."];
+
+/// How to materialise the weights.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype. f32 on CPU: bf16/f16 files are converted at load, because candle's
+    /// CPU matmuls are fastest in f32.
+    pub dtype: DType,
+    pub device: Device,
+    pub mode: OpsMode,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            mode: OpsMode::Fused,
+        }
+    }
+}
+
+/// The parsed, validated contents of a model directory, before weights are read.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub dir: PathBuf,
+    pub raw: RawChameleonConfig,
+    pub config: ChameleonConfig,
+}
+
+impl ModelDir {
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(CoreError::Config {
+                path: dir.display().to_string(),
+                why: "not a directory".into(),
+            });
+        }
+        let path = dir.join(CONFIG_FILE);
+        let raw = RawChameleonConfig::from_file(&path)?;
+        let config = raw.validate(&path.display().to_string())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            raw,
+            config,
+        })
+    }
+
+    /// The vocabulary, from `vocabulary_map` in `config.json`, else from `tokenizer.json`.
+    /// `Ok(None)` when the directory carries neither.
+    pub fn vocabulary(&self) -> Result<Option<Vocabulary>> {
+        let xp = self.config.xp_token_ids.clone();
+        if let Some(map) = &self.raw.vocabulary_map {
+            return Vocabulary::from_map(map, self.config.vocab_size, xp).map(Some);
+        }
+        let tok = self.dir.join(TOKENIZER_FILE);
+        if tok.exists() {
+            let t = TextTokenizer::from_file(&tok)?;
+            return Vocabulary::from_map(&t.vocab_map(), self.config.vocab_size, xp).map(Some);
+        }
+        Ok(None)
+    }
+
+    pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        TextTokenizer::from_file(&self.dir.join(TOKENIZER_FILE))
+    }
+
+    /// Memory-maps the checkpoint files.
+    pub fn checkpoint(&self) -> Result<Arc<CheckpointStore>> {
+        CheckpointStore::open_dir(&self.dir).map(Arc::new)
+    }
+
+    /// Builds the decoder from the checkpoint; every tensor must be used or ignored.
+    pub fn load_model(&self, opts: &LoadOptions) -> Result<ChameleonModel> {
+        let store = self.checkpoint()?;
+        let vb = store.var_builder(opts.dtype, &opts.device);
+        let model = ChameleonModel::new(&self.config, vb, opts.mode).map_err(|e| {
+            CoreError::Checkpoint {
+                path: self.dir.display().to_string(),
+                why: e.to_string(),
+            }
+        })?;
+        store.ensure_all_consumed(IGNORED_PREFIXES)?;
+        Ok(model)
+    }
+}
