@@ -1,0 +1,206 @@
+//! `xprompt bench …`: speed and memory benchmarks (never timed tests; results go to
+//! docs/PERFORMANCE.md with the command and machine).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, Subcommand};
+use xprompt_core::config::ChameleonConfig;
+use xprompt_core::model::{positions, ChameleonModel, Visibility};
+use xprompt_core::model_dir::{LoadOptions, ModelDir};
+use xprompt_core::ops::OpsMode;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Prefill and decode throughput of the decoder, peak memory, and the memory-bandwidth bound.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// Model directory to benchmark.
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// Random-weight config instead of a model directory: `tiny` or `150m`
+    /// (hidden 1024, 12 layers, 16 heads, mlp 2816, vocab 65536).
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub gen: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Decode(a) => decode(a),
+    }
+}
+
+fn preset(name: &str) -> Result<ChameleonConfig> {
+    let mut c = ChameleonConfig::tiny(65536);
+    match name {
+        "tiny" => c.vocab_size = 512,
+        "150m" => {
+            c.hidden_size = 1024;
+            c.num_hidden_layers = 12;
+            c.num_attention_heads = 16;
+            c.num_key_value_heads = 16;
+            c.head_dim = 64;
+            c.intermediate_size = 2816;
+        }
+        other => bail!("unknown preset {other:?} (expected tiny or 150m)"),
+    }
+    Ok(c)
+}
+
+fn decode(a: DecodeArgs) -> Result<()> {
+    if a.prompt_len == 0 || a.gen == 0 {
+        bail!("--prompt-len and --gen must be positive");
+    }
+    let dev = Device::Cpu;
+    let model = match (&a.model, &a.preset) {
+        (Some(dir), _) => ModelDir::open(dir)?.load_model(&LoadOptions::default())?,
+        (None, Some(p)) => {
+            let cfg = preset(p)?;
+            let varmap = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            ChameleonModel::new(&cfg, vb, OpsMode::Fused)?
+        }
+        (None, None) => bail!("give --model DIR or --preset tiny|150m"),
+    };
+    let cfg = model.config().clone();
+    let vocab = cfg.vocab_size as u32;
+    let prompt: Vec<u32> = (0..a.prompt_len as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
+    let mut cache = model.new_cache();
+    // Warm-up (thread pool, page faults), then a fresh cache.
+    let warm = Tensor::from_vec(
+        prompt[..a.prompt_len.min(8)].to_vec(),
+        (1, a.prompt_len.min(8)),
+        &dev,
+    )?;
+    model.forward(
+        &warm,
+        &positions(1, 0, warm.dim(1)?, &dev)?,
+        Visibility::Causal,
+        Some(&mut cache),
+    )?;
+    cache = model.new_cache();
+
+    let input = Tensor::from_vec(prompt.clone(), (1, a.prompt_len), &dev)?;
+    let t0 = Instant::now();
+    let logits = model.forward(
+        &input,
+        &positions(1, 0, a.prompt_len, &dev)?,
+        Visibility::Causal,
+        Some(&mut cache),
+    )?;
+    let mut next = logits
+        .get(0)?
+        .get(a.prompt_len - 1)?
+        .argmax(0)?
+        .to_scalar::<u32>()?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    for step in 0..a.gen {
+        let x = Tensor::from_vec(vec![next], (1, 1), &dev)?;
+        let l = model.forward(
+            &x,
+            &positions(1, a.prompt_len + step, 1, &dev)?,
+            Visibility::Causal,
+            Some(&mut cache),
+        )?;
+        next = l.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+
+    let params = cfg.parameter_count();
+    // Per decoded token every weight matrix is read once, except the embedding (one row).
+    let bytes_per_token = (params - cfg.vocab_size * cfg.hidden_size) * 4;
+    let bandwidth = measure_read_bandwidth();
+    let bound_tps = bandwidth / bytes_per_token as f64;
+    let prefill_tps = a.prompt_len as f64 / prefill_s;
+    let decode_tps = a.gen as f64 / decode_s;
+    let peak_mb = peak_rss_mb();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "params": params, "prompt_len": a.prompt_len, "gen": a.gen,
+                "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+                "peak_rss_mb": peak_mb, "read_bandwidth_gb_s": bandwidth / 1e9,
+                "bandwidth_bound_tokens_per_s": bound_tps,
+                "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            })
+        );
+    } else {
+        println!(
+            "parameters        {:.1} M ({} layers, hidden {})",
+            params as f64 / 1e6,
+            cfg.num_hidden_layers,
+            cfg.hidden_size
+        );
+        println!(
+            "prefill           {prefill_tps:.1} tokens/s ({} tokens in {prefill_s:.3} s)",
+            a.prompt_len
+        );
+        println!(
+            "decode            {decode_tps:.2} tokens/s ({} tokens in {decode_s:.3} s)",
+            a.gen
+        );
+        println!("peak RSS          {peak_mb:.0} MB");
+        println!("read bandwidth    {:.2} GB/s (measured)", bandwidth / 1e9);
+        println!(
+            "bandwidth bound   {bound_tps:.2} tokens/s ({:.1} MB of weights per token); decode is at {:.0}% of it",
+            bytes_per_token as f64 / 1e6,
+            100.0 * decode_tps / bound_tps
+        );
+    }
+    Ok(())
+}
+
+/// Multi-threaded sequential read bandwidth over a buffer far larger than the caches (bytes/s).
+fn measure_read_bandwidth() -> f64 {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let len: usize = 64 << 20; // 64 Mi u32 = 256 MB
+    let buf: Vec<u32> = (0..len).map(|i| (i % 7) as u32).collect();
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        // Integer adds vectorise (float sums would be latency-bound, not bandwidth-bound).
+        let total: u32 = std::thread::scope(|s| {
+            buf.chunks(len.div_ceil(threads))
+                .map(|c| s.spawn(move || c.iter().fold(0u32, |a, &b| a.wrapping_add(b))))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u32, u32::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max((len * 4) as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Peak resident set size of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

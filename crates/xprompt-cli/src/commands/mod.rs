@@ -1,0 +1,5 @@
+//! One module per subcommand.
+pub mod bench;
+pub mod debug;
+pub mod inspect;
+// <modules: add new `pub mod` lines above this line>

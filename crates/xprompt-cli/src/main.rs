@@ -1,0 +1,51 @@
+//! `xprompt`: the command-line interface. Thin by design: each subcommand lives in its own
+//! module under `commands/`, validates its arguments and calls into the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xprompt",
+    version,
+    about = "X-Prompt in-context image generation (Chameleon family)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarise a model directory: config, parameters, memory, vocabulary.
+    Inspect(commands::inspect::InspectArgs),
+    /// Parity hooks for comparing with a reference implementation.
+    #[command(subcommand)]
+    Debug(commands::debug::DebugCommand),
+    /// Benchmarks (speed and memory).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    // <subcommands: add new variants above this line, one per module>
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Bench(cmd) => commands::bench::run(cmd),
+        // <dispatch: add new match arms above this line>
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
