@@ -1,0 +1,78 @@
+"""Speed anchor for `xprompt bench decode`: transformers' Chameleon on CPU, same checkpoint.
+
+Environment (current PyTorch from PyPI, the speed anchor the project uses):
+    python3.11 -m venv /work/.venv-torch
+    /work/.venv-torch/bin/pip install torch==2.15.0 transformers==5.23.0
+Usage:
+    python bench_decode.py make DIR --preset 150m     # random checkpoint in HF layout
+    python bench_decode.py time DIR --prompt-len 128 --gen 32 [--attn eager|sdpa]
+Prints one JSON line. Use tools/reference/bench_decode.sh to run it beside xprompt.
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import transformers
+from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+
+PRESETS = {
+    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2),
+    "150m": dict(vocab_size=65536, hidden_size=1024, intermediate_size=2816, num_hidden_layers=12,
+                 num_attention_heads=16, num_key_value_heads=16),
+}
+TINY_VQ = dict(embed_dim=8, num_embeddings=64, base_channels=32, channel_multiplier=[1, 2],
+               num_res_blocks=1, resolution=32, latent_channels=8, attn_resolutions=[])
+
+
+def make(args):
+    cfg = ChameleonConfig(**PRESETS[args.preset], max_position_embeddings=4096, vq_config=TINY_VQ,
+                          vocabulary_map={"<image>": 3})
+    torch.manual_seed(0)
+    model = ChameleonForConditionalGeneration(cfg).eval()
+    model.save_pretrained(args.dir, safe_serialization=True)
+    print(json.dumps({"made": args.dir, "params": sum(p.numel() for p in model.parameters())}))
+
+
+@torch.no_grad()
+def time_it(args):
+    model = ChameleonForConditionalGeneration.from_pretrained(
+        args.dir, dtype=torch.float32, attn_implementation=args.attn).eval()
+    vocab = model.config.vocab_size
+    prompt = torch.tensor([[(i * 7919 + 13) % vocab for i in range(args.prompt_len)]])
+    model.model(input_ids=prompt[:, :8], use_cache=True)  # warm-up
+    t0 = time.perf_counter()
+    out = model.model(input_ids=prompt, use_cache=True)
+    past = out.past_key_values
+    nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+    prefill = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(args.gen):
+        out = model.model(input_ids=nxt, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+    decode = time.perf_counter() - t1
+    print(json.dumps({
+        "impl": f"transformers {transformers.__version__} / torch {torch.__version__} ({args.attn})",
+        "threads": torch.get_num_threads(),
+        "prefill_tokens_per_s": args.prompt_len / prefill,
+        "decode_tokens_per_s": args.gen / decode,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    m.add_argument("--preset", default="150m", choices=sorted(PRESETS))
+    t = sub.add_parser("time")
+    t.add_argument("dir")
+    t.add_argument("--prompt-len", type=int, default=128)
+    t.add_argument("--gen", type=int, default=32)
+    t.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
+    a = p.parse_args()
+    make(a) if a.cmd == "make" else time_it(a)
