@@ -8,7 +8,8 @@
 # Raw packages land in DIR/raw/, and the normalised layout read by `xprompt data build --sources DIR` is:
 #
 #   DIR/photos/<source>/<file>.{png,jpg}          natural photos (backgrounds and restoration targets)
-#   DIR/cutouts/<source>/<class>/<name>.png       RGBA cut-outs; optional <name>.txt caption (line 1 English)
+#   DIR/cutouts/<source>/<class>/<name>.png       RGBA cut-outs; optional <name>.txt caption (line 1 English);
+#                                                 cut-outs without one are used by class-level tasks only
 #   DIR/pairs/<pair>/{a,b}/<name>.png             paired styles with the same file name on both sides
 #   DIR/licences.tsv                              path prefix <TAB> licence <TAB> origin (longest prefix wins)
 #   DIR/SOURCES.md                                what was fetched, counts and licences
@@ -155,6 +156,26 @@ with open(sys.argv[2], "w") as out:
 PY
 fi
 
+# Emoji as captioned cut-outs (Google/Noto 64 px, base emoji only): cutouts/emoji/<category>/<file> + .txt
+if [ -d "$G" ]; then
+  python3 - "$RAW/npm/emoji-datasource-google/package/emoji.json" "$G" "$DIR/cutouts/emoji" <<'PY'
+import json, os, re, sys
+rows, src, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+for r in rows:
+    cat = re.sub(r"[^a-z]+", "-", (r.get("category") or "").lower()).strip("-")
+    name, img = (r.get("name") or "").lower(), r.get("image")
+    if not cat or cat in ("flags", "component") or not name or not img or not os.path.exists(f"{src}/{img}"):
+        continue
+    os.makedirs(f"{out}/{cat}", exist_ok=True)
+    dst = f"{out}/{cat}/{img}"
+    if os.path.lexists(dst):
+        os.remove(dst)
+    os.symlink(f"{src}/{img}", dst)
+    with open(dst[:-4] + ".txt", "w") as f:
+        f.write(("an " if name[0] in "aeiou" else "a ") + name + "\n")
+PY
+fi
+
 # ---- licences --------------------------------------------------------------------------------------------
 cat > "$DIR/licences.tsv" <<'TSV'
 photos/plasma/	LGPL-3.0 or CC-BY-SA-4.0 (per wallpaper metadata.json; Debian: GPL-2+)	deb:plasma-workspace-wallpapers=4:5.27.5-2
@@ -165,6 +186,7 @@ photos/sklearn/	CC-BY-2.0	pypi:scikit-learn==1.7.2
 photos/opencv/	BSD-3-Clause / Apache-2.0	deb:opencv-doc=4.6.0+dfsg-12
 cutouts/tuxpaint/	GPL-2.0	deb:tuxpaint-stamps-default=2022.06.04-1
 cutouts/openclipart/	public domain (CC0)	deb:openclipart-png=1:0.18+dfsg-19
+cutouts/emoji/	Apache-2.0 (Noto emoji)	npm:emoji-datasource-google@16.0.0
 pairs/emoji-google-twitter/a/	Apache-2.0 (Noto emoji)	npm:emoji-datasource-google@16.0.0
 pairs/emoji-google-twitter/b/	CC-BY-4.0 (Twemoji)	npm:emoji-datasource-twitter@16.0.0
 TSV
@@ -183,7 +205,7 @@ count() { find -L "$1" -type f \( -name '*.png' -o -name '*.jpg' \) 2>/dev/null 
     echo "| \`$prefix\` | $(count "$DIR/$prefix") | $lic | \`$origin\` |"
   done < "$DIR/licences.tsv"
   echo
-  echo "Cut-out captions (tuxpaint .txt files): $(find -L "$DIR/cutouts" -name '*.txt' | wc -l)."
+  echo "Cut-out captions (.txt files): $(find -L "$DIR/cutouts" -name '*.txt' | wc -l)."
   echo "Cut-out classes: $(find -L "$DIR/cutouts" -mindepth 2 -maxdepth 2 -type d | wc -l)."
 } > "$DIR/SOURCES.md"
 log "done: $DIR/SOURCES.md"

@@ -226,11 +226,8 @@ impl Sources {
                 });
                 continue;
             } else {
-                // file-name captions: only short names ("big_truck_01"); longer ones carry author names
-                p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(noun_phrase)
-                    .filter(|c| crate::compose::bare_noun(c).split(' ').count() <= 2)
+                // no caption file: file names are not captions (Openclipart names carry author names)
+                None
             };
             if caption.is_none() {
                 uncaptioned += 1;
@@ -490,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn tuxpaint_stamps_without_captions_are_skipped_and_long_file_names_give_no_caption() {
+    fn tuxpaint_stamps_without_captions_are_skipped_and_other_cutouts_kept_uncaptioned() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
         std::fs::create_dir_all(r.join("photos/x")).unwrap();
@@ -514,8 +511,8 @@ mod tests {
         }
         let s = Sources::open(r, 32, 0).unwrap();
         let caps: Vec<Option<&str>> = s.cutouts.iter().map(|c| c.caption.as_deref()).collect();
-        assert_eq!(caps, vec![None, Some("a big truck"), Some("a cat")]);
-        assert_eq!(s.uncaptioned, 1);
+        assert_eq!(caps, vec![None, None, Some("a cat")]);
+        assert_eq!(s.uncaptioned, 2);
         assert!(s
             .skipped()
             .iter()

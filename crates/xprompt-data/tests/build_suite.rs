@@ -116,7 +116,7 @@ fn fixture_suite_builds_validates_and_reports_bad_sources() {
     }
     // a cut-out without a usable caption is kept for class-level tasks only, and counted
     let info = xprompt_data::manifest::read_suite_info(&out).unwrap();
-    assert_eq!(info.uncaptioned_cutouts, 1);
+    assert_eq!(info.uncaptioned_cutouts, 2); // 0001.png and empty_leaf.png
     for r in records
         .iter()
         .filter(|r| r.family == xprompt_data::Family::Editing)
