@@ -1,0 +1,16 @@
+//! xprompt-generate: turning a loaded Chameleon-family model into answers.
+//!
+//! - [`grammar`]: the image-token state machine
+//! - [`sampler`]: CFG → constraint → top-k → temperature → sample
+//! - [`incontext`]: IE | XP | TD layouts and the X-Prompt visibility rule (shared with training)
+//! - [`engine`]: task-context compilation with IE eviction, and generation with batched CFG
+//! - [`task_context`]: saving and loading compiled task contexts
+
+pub mod engine;
+pub mod error;
+pub mod grammar;
+pub mod incontext;
+pub mod sampler;
+pub mod task_context;
+
+pub use error::{GenerateError, Result};
