@@ -19,6 +19,7 @@ pub mod nn;
 pub mod preprocess;
 pub mod quantizer;
 pub mod resize;
+pub mod train;
 
 pub use checkpoint::{load_dir, VqganDir};
 pub use config::VqganConfig;

@@ -1,0 +1,21 @@
+//! Training a VQGAN of the taming architecture (issue 3, part 5).
+//!
+//! - `config`: the TOML experiment config (two-tier), presets.
+//! - `init`: deterministic, seeded parameter initialisation into a `VarMap`.
+//! - `adamw`: AdamW whose state can be saved and restored exactly.
+//! - `data`: image list, decoding, deterministic batches and held-out crops.
+//! - `step`: the loss (reconstruction + codebook + commitment, straight-through estimator).
+//! - `trainer`: the loop, dead-code re-seeding, evaluation, atomic checkpoints and resume.
+//!
+//! Codebook health uses dead-code re-seeding from the current batch's encoder outputs (not
+//! an EMA codebook): it is simple, deterministic and keeps usage high on small data.
+pub mod adamw;
+pub mod config;
+pub mod data;
+pub mod init;
+pub mod step;
+pub mod trainer;
+
+pub use config::{preset, TrainConfig};
+pub use init::random_model;
+pub use trainer::{train, Progress, TrainOptions, TrainSummary};
