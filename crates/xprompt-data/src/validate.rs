@@ -7,7 +7,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::manifest::{read_suite_info, Record, Split, Target, FORMAT};
+use crate::manifest::{read_suite_info, Direction, Family, Record, Split, Target, FORMAT};
 use crate::palette::{class_table, decode_normal, depth_palette_by_name};
 
 #[derive(Debug, Default)]
@@ -102,7 +102,11 @@ pub fn validate_suite(dir: &Path) -> crate::error::Result<ValidationReport> {
                 r.id, r.target
             )),
         }
-        if r.inputs.is_empty() && r.task != "text_to_image" {
+        if r.inputs.is_empty()
+            && !(r.family == Family::Text
+                && r.target != Target::Text
+                && r.direction == Direction::Forward)
+        {
             e.push(format!("{}: no input images", r.id));
         }
         if r.sources.len() != r.licences.len() {
@@ -140,10 +144,10 @@ pub fn validate_suite(dir: &Path) -> crate::error::Result<ValidationReport> {
         }
         // exactness invariants of dense maps (on whichever side holds the map)
         let dense_rel = match r.direction {
-            crate::manifest::Direction::Forward => r.output_image.as_ref(),
-            crate::manifest::Direction::Reverse => r.inputs.first(),
+            Direction::Forward => r.output_image.as_ref(),
+            Direction::Reverse => r.inputs.first(),
         };
-        let kind = if r.direction == crate::manifest::Direction::Forward {
+        let kind = if r.direction == Direction::Forward {
             r.target
         } else {
             tasks

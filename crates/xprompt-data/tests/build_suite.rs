@@ -69,6 +69,9 @@ fn fixture_suite_builds_validates_and_reports_bad_sources() {
         "sepia",
         "text_to_image",
         "caption",
+        "font_restyle",
+        "render_text",
+        "read_text",
         "describe_difference",
     ] {
         assert!(tasks.contains(t), "task {t} missing");

@@ -1,6 +1,7 @@
 //! Low-level vision tasks on photo crops: each forward task restores the clean crop from a procedural
 //! degradation, each reverse task applies it. Derain and low-light enhancement are held out (Table 4).
 
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Ctx, Pair, Spec};
@@ -55,7 +56,7 @@ pub fn specs() -> Vec<Spec> {
             "dehaze",
             "add_haze",
             false,
-            "remove depth-aware haze (ground-plane depth prior)",
+            "remove depth-aware haze (scene depth or ground-plane prior)",
             dehaze,
         ),
         spec(
@@ -171,25 +172,36 @@ fn deblur(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
     )
 }
 
+/// 30 % of the pairs use a ray-cast scene and its exact depth, the rest a photo with the ground-plane prior.
 fn dehaze(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
-    let (clean, src) = ctx.photo_crop(rng, split)?;
-    let depth = degrade::ground_depth(clean.w, clean.h);
+    let (clean, src, depth) = if rng.random_bool(0.3) {
+        let r = crate::render3d::Scene::random(rng).render(ctx.size, ctx.size);
+        (r.rgb.quantised(), None, r.depth)
+    } else {
+        let (clean, src) = ctx.photo_crop(rng, split)?;
+        let d = degrade::ground_depth(clean.w, clean.h);
+        (clean, Some(src), d)
+    };
     let (hazy, p) = degrade::add_haze(&clean, &depth, rng);
     let rev = format!(
         "The second image is the first image with haze added that thickens with distance (density {:.2}, airlight {:.2}).",
         p.beta, p.airlight
     );
-    pair(
+    let mut out = pair(
         hazy,
         clean,
-        src,
+        src.clone().unwrap_or_default(),
         [
             "Remove the haze from this image.",
             "Add haze to this image.",
             "The second image is the first image with the haze removed.",
             &rev,
         ],
-    )
+    )?;
+    if src.is_none() {
+        out.sources.clear(); // procedural scene
+    }
+    Some(out)
 }
 
 fn low_light(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {

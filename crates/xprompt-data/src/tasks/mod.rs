@@ -129,6 +129,32 @@ impl Ctx<'_> {
         None
     }
 
+    /// A word of the split for text rendering.
+    pub fn word(&self, rng: &mut ChaCha8Rng, split: Split) -> Option<String> {
+        self.pick_split(&self.src.words, split, |w| w.1, rng)
+            .map(|w| w.0.clone())
+    }
+
+    /// Two different fonts that both cover `word`.
+    pub fn font_pair(
+        &self,
+        rng: &mut ChaCha8Rng,
+        word: &str,
+    ) -> Option<(&crate::fonts::LoadedFont, &crate::fonts::LoadedFont)> {
+        let ok: Vec<&crate::fonts::LoadedFont> = self
+            .src
+            .fonts
+            .iter()
+            .filter(|f| crate::fonts::covers(&f.font, word))
+            .collect();
+        if ok.len() < 2 {
+            return None;
+        }
+        let a = rng.random_range(0..ok.len());
+        let b = (a + rng.random_range(1..ok.len())) % ok.len();
+        Some((ok[a], ok[b]))
+    }
+
     pub fn style_pair(&self, rng: &mut ChaCha8Rng, split: Split) -> Option<(String, PairRef)> {
         let set = self.src.pairs.choose(rng)?;
         let item = self.pick_split(&set.items, split, |i| i.split, rng)?;

@@ -41,6 +41,12 @@ pub fn specs() -> Vec<Spec> {
             "colourise a greyscale photo",
             colourise,
         ),
+        s(
+            "font_restyle",
+            Some("font_restyle"),
+            "set the same word in another named font",
+            font_restyle,
+        ),
         s("sepia", None, "sepia-tone a photo", sepia),
         s("invert_colours", None, "invert all colours", invert),
         s("mirror", None, "mirror the image left to right", mirror),
@@ -88,6 +94,27 @@ fn lineart(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
         desc: format!("The second image is a black-on-white line drawing of {what} in the first image."),
         desc_rev: format!("The second image is a full-colour picture of {what} drawn from the lines of the first image."),
         sources: vec![r.rel],
+    })
+}
+
+fn font_restyle(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
+    let word = ctx.word(rng, split)?;
+    let (fa, fb) = ctx.font_pair(rng, &word)?;
+    Some(Pair {
+        a: Some(crate::fonts::render_text(&fa.font, &word, ctx.size)?),
+        b: crate::fonts::render_text(&fb.font, &word, ctx.size)?,
+        text_a: None,
+        instr: format!("Set this word in the {} typeface.", fb.name),
+        instr_rev: Some(format!("Set this word in the {} typeface.", fa.name)),
+        desc: format!(
+            "The second image shows the same word \"{word}\" set in {} instead of {}.",
+            fb.name, fa.name
+        ),
+        desc_rev: format!(
+            "The second image shows the same word \"{word}\" set in {} instead of {}.",
+            fa.name, fb.name
+        ),
+        sources: vec![fa.rel.clone(), fb.rel.clone()],
     })
 }
 

@@ -1,5 +1,6 @@
-//! Text ↔ image: text-to-image from cut-out captions and emoji names (a centred picture on white), and
-//! its reverse, captioning (image → short noun phrase). Difference descriptions are built by the builder.
+//! Text ↔ image: text-to-image from cut-out captions and emoji names (a centred picture on white) and its
+//! reverse, captioning (image → short noun phrase); rendering a word in a named font and its reverse,
+//! reading the word. Difference descriptions are built by the builder.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -8,18 +9,56 @@ use super::{Ctx, Pair, Spec};
 use crate::manifest::{Family, Split, Target};
 
 pub fn specs() -> Vec<Spec> {
-    vec![Spec {
-        name: "text_to_image",
-        family: Family::Text,
-        target: Target::Rgb,
-        palette: None,
-        reverse: Some("caption"),
-        reverse_target: Target::Text,
-        heldout: false,
-        reverse_heldout: false,
-        summary: "draw a captioned object or named emoji on white",
-        gen: text_to_image,
-    }]
+    vec![
+        Spec {
+            name: "render_text",
+            family: Family::Text,
+            target: Target::Rgb,
+            palette: None,
+            reverse: Some("read_text"),
+            reverse_target: Target::Text,
+            heldout: false,
+            reverse_heldout: false,
+            summary: "write a word in a named font, black on white",
+            gen: render_text,
+        },
+        Spec {
+            name: "text_to_image",
+            family: Family::Text,
+            target: Target::Rgb,
+            palette: None,
+            reverse: Some("caption"),
+            reverse_target: Target::Text,
+            heldout: false,
+            reverse_heldout: false,
+            summary: "draw a captioned object or named emoji on white",
+            gen: text_to_image,
+        },
+    ]
+}
+
+fn render_text(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
+    let word = ctx.word(rng, split)?;
+    let fonts: Vec<_> = ctx
+        .src
+        .fonts
+        .iter()
+        .filter(|f| crate::fonts::covers(&f.font, &word))
+        .collect();
+    let f = fonts.get(rng.random_range(0..fonts.len().max(1)))?;
+    Some(Pair {
+        a: None,
+        b: crate::fonts::render_text(&f.font, &word, ctx.size)?,
+        text_a: Some(word.clone()),
+        instr: format!(
+            "Write the word \"{word}\" in the {} typeface, black on white.",
+            f.name
+        ),
+        instr_rev: Some("Which word is written in this image?".into()),
+        desc: format!("The image shows the word \"{word}\" in {}.", f.name),
+        desc_rev: word,
+        sources: vec![f.rel.clone()],
+    })
 }
 
 fn text_to_image(ctx: &Ctx, rng: &mut ChaCha8Rng, split: Split) -> Option<Pair> {
