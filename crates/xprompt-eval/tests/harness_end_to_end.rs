@@ -178,3 +178,51 @@ fn runner_contract_violations_are_errors() {
         .to_string();
     assert!(e.contains("expected (32, 32)"), "{e}");
 }
+
+/// Drops the two low bits of every channel: a lossy "tokenizer" round trip.
+struct Posterise;
+
+impl xprompt_eval::Reconstructor for Posterise {
+    fn name(&self) -> String {
+        "posterise".into()
+    }
+    fn reconstruct(&mut self, img: &image::RgbImage) -> xprompt_eval::Result<image::RgbImage> {
+        let mut out = img.clone();
+        out.pixels_mut().for_each(|p| p.0 = p.0.map(|v| v & 0xFC));
+        Ok(out)
+    }
+}
+
+#[test]
+fn the_reconstruction_ceiling_is_scored_and_reported_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(&dir.path().join("suite"));
+    let opts = EvalOptions {
+        tasks: Some(vec!["denoise".into(), "depth".into(), "caption".into()]),
+        ..Default::default()
+    };
+    let mut rec = Posterise;
+    let run = evaluate(&s, &mut Identity, &opts, Some(&mut rec)).unwrap();
+    assert_eq!(run.ceiling.len(), 2, "text targets have no ceiling");
+    let den = run.ceiling.iter().find(|t| t.task == "denoise").unwrap();
+    // errors of 0..3 levels: PSNR well above 40 dB, below the cap
+    assert!(
+        den.metrics["psnr"] > 40.0 && den.metrics["psnr"] < PSNR_CAP,
+        "{:?}",
+        den.metrics
+    );
+    let depth = run.ceiling.iter().find(|t| t.task == "depth").unwrap();
+    assert!(depth.metrics["rmse"] < 0.2, "{:?}", depth.metrics);
+    let out = dir.path().join("report");
+    write_report(&out, &run).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .position(|l| l.contains("posterise reconstruction (ceiling)"))
+        .unwrap();
+    let first_setting = md
+        .lines()
+        .position(|l| l.contains("identity — 0-shot"))
+        .unwrap();
+    assert!(row < first_setting);
+}
