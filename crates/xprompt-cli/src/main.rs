@@ -26,6 +26,17 @@ enum Command {
     /// Benchmarks (speed and memory).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Task suite: build from fetched sources, validate.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// RAIE example database: create, add, import, remove, search, stats, verify.
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
+    /// VQGAN image tokenizer: encode, decode, roundtrip, convert, bench.
+    #[command(subcommand)]
+    Vq(commands::vq::VqCommand),
+    /// Train a VQGAN image tokenizer.
+    TrainVq(commands::train_vq::TrainVqArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -42,6 +53,10 @@ fn main() {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Data(cmd) => commands::data::run(cmd),
+        Command::Db(cmd) => commands::db::run(cmd),
+        Command::Vq(cmd) => commands::vq::run(cmd),
+        Command::TrainVq(args) => commands::train_vq::run(args),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

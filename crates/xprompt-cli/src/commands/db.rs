@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use xprompt_retrieval::db::{ImportReport, VerifyReport};
 use xprompt_retrieval::store::record::Target;
-use xprompt_retrieval::{AddOutcome, Database, DbOptions, EmbedderChoice, NewExample, NewTarget, SearchMode};
+use xprompt_retrieval::{
+    AddOutcome, Database, DbOptions, EmbedderChoice, NewExample, NewTarget, SearchMode,
+};
 
 #[derive(Subcommand)]
 pub enum DbCommand {
@@ -62,7 +64,11 @@ pub struct AddArgs {
     #[arg(long)]
     pub input: PathBuf,
     /// Output image (or use --output-text).
-    #[arg(long, conflicts_with = "output_text", required_unless_present = "output_text")]
+    #[arg(
+        long,
+        conflicts_with = "output_text",
+        required_unless_present = "output_text"
+    )]
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub output_text: Option<String>,
@@ -131,8 +137,13 @@ pub fn run(cmd: DbCommand) -> Result<()> {
                     _ => bail!("--dim applies to the lexical embedder only"),
                 }
             }
-            let db = Database::create(&a.db, &choice).with_context(|| format!("creating {}", a.db.display()))?;
-            println!("created {} with embedder {}", a.db.display(), db.embedder_spec());
+            let db = Database::create(&a.db, &choice)
+                .with_context(|| format!("creating {}", a.db.display()))?;
+            println!(
+                "created {} with embedder {}",
+                a.db.display(),
+                db.embedder_spec()
+            );
         }
         DbCommand::Add(a) => {
             let mut db = open(&a.common, true)?;
@@ -161,7 +172,9 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Import(a) => {
             let mut db = open(&a.common, true)?;
-            let r = db.import_manifest(&a.manifest).with_context(|| format!("importing {}", a.manifest.display()))?;
+            let r = db
+                .import_manifest(&a.manifest)
+                .with_context(|| format!("importing {}", a.manifest.display()))?;
             print_import(&r, a.common.json)?;
         }
         DbCommand::Remove(a) => {
@@ -182,7 +195,14 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             }
             for (i, h) in hits.iter().enumerate() {
                 let c = &h.example.content;
-                println!("{}. {:.4}  {}  [{}]  {:?}", i + 1, h.score, short(&h.example.id), c.task, c.instruction);
+                println!(
+                    "{}. {:.4}  {}  [{}]  {:?}",
+                    i + 1,
+                    h.score,
+                    short(&h.example.id),
+                    c.task,
+                    c.instruction
+                );
                 println!("     input  {}", h.input_path.display());
                 match (&c.target, &h.output_path) {
                     (Target::Image(_), Some(p)) => println!("     output {}", p.display()),
@@ -200,9 +220,20 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             }
             println!("database   {}", s.path.display());
             println!("embedder   {}", s.embedder);
-            println!("examples   {} ({} adds, {} removes in the log)", s.examples, s.log_adds, s.log_removes);
-            println!("images     {} files, {:.2} MB", s.images, s.image_bytes as f64 / 1e6);
-            println!("log        {:.2} MB; index {:.2} MB", s.log_bytes as f64 / 1e6, s.index_bytes as f64 / 1e6);
+            println!(
+                "examples   {} ({} adds, {} removes in the log)",
+                s.examples, s.log_adds, s.log_removes
+            );
+            println!(
+                "images     {} files, {:.2} MB",
+                s.images,
+                s.image_bytes as f64 / 1e6
+            );
+            println!(
+                "log        {:.2} MB; index {:.2} MB",
+                s.log_bytes as f64 / 1e6,
+                s.index_bytes as f64 / 1e6
+            );
             for (t, n) in &s.tasks {
                 println!("  task {t:<24} {n}");
             }
@@ -212,7 +243,11 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             let r = db.verify()?;
             print_verify(&r, c.json)?;
             if !r.ok() {
-                bail!("{} problem(s) found in {}", r.problems.len(), c.db.display());
+                bail!(
+                    "{} problem(s) found in {}",
+                    r.problems.len(),
+                    c.db.display()
+                );
             }
         }
     }
@@ -240,7 +275,11 @@ fn print_import(r: &ImportReport, json: bool) -> Result<()> {
         println!("  ... {} more skipped lines", r.skipped.len() - 20);
     }
     if !r.unknown_fields.is_empty() {
-        let f: Vec<String> = r.unknown_fields.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        let f: Vec<String> = r
+            .unknown_fields
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect();
         println!("  ignored unknown fields: {}", f.join(", "));
     }
     Ok(())
@@ -266,4 +305,3 @@ fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
     }
     Ok(())
 }
-

@@ -1,5 +1,9 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod data;
+pub mod db;
 pub mod debug;
 pub mod inspect;
+pub mod train_vq;
+pub mod vq;
 // <modules: add new `pub mod` lines above this line>

@@ -1,0 +1,83 @@
+//! `xprompt train-vq --config CFG.toml --images DIR_OR_LIST --out DIR`: train a VQGAN of the
+//! taming architecture (issue 3). The output directory is a tokenizer directory for `xprompt vq`.
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use xprompt_vqgan::train::{train, Progress, TrainConfig, TrainOptions};
+
+#[derive(Args)]
+pub struct TrainVqArgs {
+    /// Experiment config (TOML: [model] preset/fields, [train] hyper-parameters).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Directory of .png/.jpg images (recursive) or a text file listing image paths.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Output directory (vqgan.yaml + vqgan.safetensors + train/ checkpoints).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many minutes.
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// Refuse training images with more pixels than this.
+    #[arg(long, default_value_t = xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+fn hms(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn show(p: &Progress) {
+    let mut line = format!(
+        "step {}/{} loss {:.4} (rec {:.4} cb {:.4} commit {:.4}) usage {:.0}% ppl {:.1} reseeded {} | {:.2} step/s ETA {}",
+        p.step,
+        p.total,
+        p.loss,
+        p.rec,
+        p.codebook,
+        p.commitment,
+        100.0 * p.usage,
+        p.perplexity,
+        p.reseeded,
+        p.steps_per_s,
+        hms(p.eta_s)
+    );
+    if let (Some(ps), Some(ss)) = (p.heldout_psnr, p.heldout_ssim) {
+        line.push_str(&format!(" | held-out PSNR {ps:.2} dB SSIM {ss:.4}"));
+        eprintln!("\r{line}");
+    } else {
+        eprint!("\r{line}   ");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+pub fn run(a: TrainVqArgs) -> Result<()> {
+    let cfg = TrainConfig::from_file(&a.config)?;
+    let opts = TrainOptions {
+        resume: a.resume,
+        time_limit_s: a.minutes.map(|m| m * 60.0),
+        max_pixels: a.max_pixels,
+        ..Default::default()
+    };
+    let s = train(&cfg, &a.images, &a.out, &opts, show)
+        .with_context(|| format!("training into {}", a.out.display()))?;
+    eprintln!();
+    println!(
+        "trained steps {}..{} on {} images ({} held out, {} unreadable skipped); held-out PSNR {} SSIM {} -> {}",
+        s.start_step,
+        s.final_step,
+        s.train_images,
+        s.heldout_images,
+        s.skipped_images,
+        s.heldout_psnr.map(|v| format!("{v:.2} dB")).unwrap_or_else(|| "n/a".into()),
+        s.heldout_ssim.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()),
+        a.out.display()
+    );
+    Ok(())
+}

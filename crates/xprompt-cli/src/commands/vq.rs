@@ -1,0 +1,351 @@
+//! `xprompt vq encode|decode|roundtrip|convert|bench`: the VQGAN image tokenizer from the
+//! command line (issue 3). Thin: argument checks here, all work in `xprompt_vqgan`.
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use xprompt_vqgan::checkpoint::{
+    convert_to_safetensors, VqganDir, CKPT_NAME, SAFETENSORS_NAME, YAML_NAME,
+};
+use xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS;
+use xprompt_vqgan::metrics::{psnr, ssim};
+use xprompt_vqgan::preprocess::{
+    preprocess, to_tensor, to_u8_image, CropOffset, PreprocessOptions,
+};
+use xprompt_vqgan::{load_image, CodeGrid, Vqgan, VqganConfig};
+
+#[derive(Subcommand)]
+pub enum VqCommand {
+    /// Image -> codes (JSON array, raster order).
+    Encode(EncodeArgs),
+    /// Codes -> image (PNG), optionally the raw decoder output (.npy, [3, H, W] f32).
+    Decode(DecodeArgs),
+    /// Encode then decode an image; prints PSNR/SSIM against the preprocessed input.
+    Roundtrip(RoundtripArgs),
+    /// Write vqgan.safetensors from a vqgan.ckpt (PyTorch/Lightning) checkpoint.
+    Convert(ConvertArgs),
+    /// Encode/decode images per second on random weights or a tokenizer directory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ImageArgs {
+    /// Lumina target size: crop size from the aspect-ratio list for (SIZE/32)² patches.
+    #[arg(long, default_value_t = 512, conflicts_with = "no_resize")]
+    pub size: usize,
+    /// Use the image at its own size (must be a multiple of the downsampling factor).
+    #[arg(long)]
+    pub no_resize: bool,
+    /// Crop at a seeded random offset (Lumina crops randomly) instead of the centre.
+    #[arg(long)]
+    pub random_crop_seed: Option<u64>,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    /// Tokenizer directory (vqgan.yaml + vqgan.ckpt or vqgan.safetensors).
+    #[arg(long)]
+    pub vqgan: PathBuf,
+    #[arg(long)]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub img: ImageArgs,
+    /// Output JSON file with the codes.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    #[arg(long)]
+    pub vqgan: PathBuf,
+    /// JSON array of codes in raster order (or an object with a "codes" array).
+    #[arg(long)]
+    pub codes: PathBuf,
+    /// Image height in pixels.
+    #[arg(long)]
+    pub height: usize,
+    /// Image width in pixels.
+    #[arg(long)]
+    pub width: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the decoder's f32 output [3, H, W] before clamping.
+    #[arg(long)]
+    pub raw: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RoundtripArgs {
+    #[arg(long)]
+    pub vqgan: PathBuf,
+    #[arg(long)]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub img: ImageArgs,
+    /// Reconstruction PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Tokenizer directory holding vqgan.yaml and vqgan.ckpt.
+    #[arg(long)]
+    pub vqgan: PathBuf,
+    /// Checkpoint to convert (default DIR/vqgan.ckpt).
+    #[arg(long)]
+    pub ckpt: Option<PathBuf>,
+    /// Output file (default DIR/vqgan.safetensors).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Tokenizer directory; without it random weights of --preset are used.
+    #[arg(long, conflicts_with = "preset")]
+    pub vqgan: Option<PathBuf>,
+    /// `chameleon` (ch 128, ch_mult 1,1,2,2,4, 8192 codes) or `small` (ch 64, ch_mult 1,1,2,2).
+    #[arg(long, default_value = "chameleon")]
+    pub preset: String,
+    /// Square image side in pixels.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Timed iterations per direction (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+}
+
+pub fn run(cmd: VqCommand) -> Result<()> {
+    match cmd {
+        VqCommand::Encode(a) => encode(a),
+        VqCommand::Decode(a) => decode(a),
+        VqCommand::Roundtrip(a) => roundtrip(a),
+        VqCommand::Convert(a) => convert(a),
+        VqCommand::Bench(a) => bench(a),
+    }
+}
+
+fn load_model(dir: &Path) -> Result<Vqgan> {
+    let loc = VqganDir::locate(dir)?;
+    let (model, report) = loc.load(&Device::Cpu)?;
+    if !report.unused.is_empty() {
+        tracing::info!(
+            "ignored {} non-model tensors in {}",
+            report.unused.len(),
+            loc.weights.display()
+        );
+    }
+    Ok(model)
+}
+
+/// Load and preprocess an image into model input.
+fn prepare(model: &Vqgan, image: &Path, a: &ImageArgs) -> Result<xprompt_vqgan::U8Image> {
+    let loaded = load_image(image, a.max_pixels)?;
+    let opts = PreprocessOptions {
+        target_size: if a.no_resize { None } else { Some(a.size) },
+        offset: a
+            .random_crop_seed
+            .map(CropOffset::Random)
+            .unwrap_or(CropOffset::Center),
+        max_pixels: a.max_pixels,
+    };
+    let img =
+        preprocess(&loaded, &opts).with_context(|| format!("preprocessing {}", image.display()))?;
+    let f = model.config().downsample_factor();
+    if img.width % f != 0 || img.height % f != 0 {
+        bail!(
+            "{}: image is {}x{}, not a multiple of the VQGAN downsampling factor {f} \
+             (drop --no-resize to crop it, or resize it first)",
+            image.display(),
+            img.width,
+            img.height
+        );
+    }
+    eprintln!(
+        "{}: {}x{} {} -> {}x{}",
+        image.display(),
+        loaded.image.width,
+        loaded.image.height,
+        loaded.source_kind,
+        img.width,
+        img.height
+    );
+    Ok(img)
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let model = load_model(&a.vqgan)?;
+    let img = prepare(&model, &a.image, &a.img)?;
+    let grid = model.encode(&to_tensor(&img, model.device())?)?;
+    let json = serde_json::to_string(&grid.codes)?;
+    std::fs::write(&a.out, json).with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "{} codes ({} x {} grid, {} distinct) -> {}",
+        grid.codes.len(),
+        grid.height,
+        grid.width,
+        grid.codes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn read_codes(path: &Path) -> Result<Vec<u32>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let arr = match &v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(o) => match o.get("codes") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => bail!(
+                "{}: expected a JSON array of codes or {{\"codes\": [...]}}",
+                path.display()
+            ),
+        },
+        _ => bail!("{}: expected a JSON array of codes", path.display()),
+    };
+    arr.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_u64()
+                .filter(|&c| c <= u32::MAX as u64)
+                .map(|c| c as u32)
+                .with_context(|| format!("{}: entry {i} ({x}) is not a code", path.display()))
+        })
+        .collect()
+}
+
+fn decode(a: DecodeArgs) -> Result<()> {
+    let model = load_model(&a.vqgan)?;
+    let f = model.config().downsample_factor();
+    if a.height == 0 || a.width == 0 || a.height % f != 0 || a.width % f != 0 {
+        bail!(
+            "--height {} / --width {} must be positive multiples of the downsampling factor {f}",
+            a.height,
+            a.width
+        );
+    }
+    let codes = read_codes(&a.codes)?;
+    let (h, w) = (a.height / f, a.width / f);
+    if codes.len() != h * w {
+        bail!(
+            "{}: {} codes, but a {}x{} image needs {h} x {w} = {} codes",
+            a.codes.display(),
+            codes.len(),
+            a.width,
+            a.height,
+            h * w
+        );
+    }
+    let raw = model.decode(&CodeGrid {
+        batch: 1,
+        height: h,
+        width: w,
+        codes,
+    })?;
+    let raw = raw.squeeze(0)?;
+    if let Some(p) = &a.raw {
+        let (c, hh, ww) = raw.dims3()?;
+        let v = raw.flatten_all()?.to_vec1::<f32>()?;
+        xprompt_core::npy::write_f32(p, &[c, hh, ww], &v)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    to_u8_image(&raw)?.save_png(&a.out)?;
+    println!("decoded {}x{} -> {}", a.width, a.height, a.out.display());
+    Ok(())
+}
+
+fn roundtrip(a: RoundtripArgs) -> Result<()> {
+    let model = load_model(&a.vqgan)?;
+    let img = prepare(&model, &a.image, &a.img)?;
+    let t0 = Instant::now();
+    let grid = model.encode(&to_tensor(&img, model.device())?)?;
+    let t1 = Instant::now();
+    let rec = to_u8_image(&model.decode(&grid)?)?;
+    let t2 = Instant::now();
+    rec.save_png(&a.out)?;
+    println!(
+        "{} codes ({}x{}); encode {:.2}s, decode {:.2}s; PSNR {:.2} dB, SSIM {:.4} -> {}",
+        grid.codes.len(),
+        grid.height,
+        grid.width,
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        psnr(&img, &rec)?,
+        ssim(&img, &rec)?,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let yaml = a.vqgan.join(YAML_NAME);
+    let cfg = VqganConfig::from_yaml_file(&yaml)?;
+    let ckpt = a.ckpt.unwrap_or_else(|| a.vqgan.join(CKPT_NAME));
+    let out = a.out.unwrap_or_else(|| a.vqgan.join(SAFETENSORS_NAME));
+    let (n, dropped) = convert_to_safetensors(&cfg, &ckpt, &out)?;
+    println!(
+        "wrote {n} tensors to {} ({} non-model tensors dropped{})",
+        out.display(),
+        dropped.len(),
+        if dropped.is_empty() {
+            String::new()
+        } else {
+            format!(", e.g. {}", dropped[0])
+        }
+    );
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let dev = Device::Cpu;
+    let (model, label) = match &a.vqgan {
+        Some(d) => (load_model(d)?, d.display().to_string()),
+        None => {
+            let cfg = xprompt_vqgan::train::preset(&a.preset)?;
+            (
+                xprompt_vqgan::train::random_model(&cfg, 0, &dev)?.0,
+                format!("preset {}", a.preset),
+            )
+        }
+    };
+    let f = model.config().downsample_factor();
+    if a.size == 0 || a.size % f != 0 {
+        bail!("--size {} must be a positive multiple of {f}", a.size);
+    }
+    let x = candle_core::Tensor::rand(-1f32, 1f32, (1, 3, a.size, a.size), &dev)?;
+    let grid = model.encode(&x)?;
+    let _ = model.decode(&grid)?;
+    let iters = a.iters.max(1);
+    let t = Instant::now();
+    for _ in 0..iters {
+        let _ = model.encode(&x)?;
+    }
+    let enc = t.elapsed().as_secs_f64() / iters as f64;
+    let t = Instant::now();
+    for _ in 0..iters {
+        let _ = model.decode(&grid)?;
+    }
+    let dec = t.elapsed().as_secs_f64() / iters as f64;
+    println!(
+        "vq bench ({label}, {0}x{0}, {iters} iters, {1} threads): encode {2:.3} s/img ({3:.2} img/s), decode {4:.3} s/img ({5:.2} img/s)",
+        a.size,
+        candle_core::utils::get_num_threads(),
+        enc,
+        1.0 / enc,
+        dec,
+        1.0 / dec
+    );
+    Ok(())
+}
