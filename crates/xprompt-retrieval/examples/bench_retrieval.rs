@@ -41,7 +41,13 @@ fn gauss(rng: &mut ChaCha8Rng) -> f32 {
 
 /// `n` unit vectors in clusters of about 50 (like near-duplicate instructions), plus queries
 /// that are noisy copies of random database rows.
-fn synthetic(n: usize, dim: usize, queries: usize, seed: u64) -> (Vec<f32>, Vec<Vec<f32>>) {
+fn synthetic(
+    n: usize,
+    dim: usize,
+    queries: usize,
+    seed: u64,
+    noise: f32,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let centers = (n / 50).max(1);
     let mut c = vec![0f32; centers * dim];
@@ -51,7 +57,7 @@ fn synthetic(n: usize, dim: usize, queries: usize, seed: u64) -> (Vec<f32>, Vec<
     for row in m.chunks_exact_mut(dim) {
         let k = rng.random_range(0..centers);
         for (x, cx) in row.iter_mut().zip(&c[k * dim..(k + 1) * dim]) {
-            *x = cx + 0.08 * gauss(&mut rng);
+            *x = cx + noise * gauss(&mut rng);
         }
         l2_normalise(row);
     }
@@ -60,7 +66,7 @@ fn synthetic(n: usize, dim: usize, queries: usize, seed: u64) -> (Vec<f32>, Vec<
             let r = rng.random_range(0..n);
             let mut q: Vec<f32> = m[r * dim..(r + 1) * dim]
                 .iter()
-                .map(|x| x + 0.03 * gauss(&mut rng))
+                .map(|x| x + 0.5 * noise * gauss(&mut rng))
                 .collect();
             l2_normalise(&mut q);
             q
@@ -69,15 +75,22 @@ fn synthetic(n: usize, dim: usize, queries: usize, seed: u64) -> (Vec<f32>, Vec<
     (m, qs)
 }
 
-fn index_bench(sizes: &[usize], dim: usize, queries: usize, params: AnnParams, ann_max: usize) {
-    println!("\n### Search on synthetic embeddings (dim {dim}, {queries} queries, M={}, ef_construction={}, ef_search={})\n",
+fn index_bench(
+    sizes: &[usize],
+    dim: usize,
+    queries: usize,
+    params: AnnParams,
+    ann_max: usize,
+    noise: f32,
+) {
+    println!("\n### Search on synthetic embeddings (dim {dim}, clusters of ~50, noise sigma {noise}, {queries} queries, M={}, ef_construction={}, ef_search={})\n",
         params.max_connections, params.ef_construction, params.ef_search);
     println!(
         "| rows | exact query (ms) | HNSW build (s) | HNSW query (ms) | recall@1 | recall@10 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
-        let (m, qs) = synthetic(n, dim, queries, n as u64);
+        let (m, qs) = synthetic(n, dim, queries, n as u64, noise);
         let t = Instant::now();
         let exact_hits: Vec<_> = qs
             .iter()
@@ -238,6 +251,7 @@ fn main() {
     let dim: usize = arg("--dim", "384").parse().expect("dim");
     let queries: usize = arg("--queries", "200").parse().expect("queries");
     let imports = list(&arg("--import", "1000"));
+    let noise: f32 = arg("--noise", "0.025").parse().expect("noise");
     let ann_max: usize = arg("--ann-max", "1000000").parse().expect("ann-max");
     let params = AnnParams {
         max_connections: arg("--m", "16").parse().expect("m"),
@@ -251,7 +265,7 @@ fn main() {
             .unwrap_or(1)
     );
     if !sizes.is_empty() {
-        index_bench(&sizes, dim, queries, params, ann_max);
+        index_bench(&sizes, dim, queries, params, ann_max, noise);
     }
     if !imports.is_empty() {
         import_bench(&imports, queries);

@@ -321,13 +321,14 @@ fn import_manifest_counts_unknown_fields_and_skips_bad_lines() {
         r#"not json"#,
         "",
         r#"{"task":"weather","instruction":"make it foggy","input":"imgs/img3.png","output":"imgs/img5.png"}"#,
+        r#"{"id":"suite/1","task":"weather","instruction":"make it misty","inputs":["imgs/img3.png"],"output_image":"imgs/img2.png","output_text":null,"heldout":false}"#,
     ];
     std::fs::write(m.join("manifest.jsonl"), lines.join("\n")).unwrap();
     let mut db = Database::create(&t.path().join("db"), &lexical()).unwrap();
     let r = db.import_manifest(&m.join("manifest.jsonl")).unwrap();
-    assert_eq!(r.lines, 10);
+    assert_eq!(r.lines, 11);
     // Line 3 differs from line 1 (no family/split... family is content) -> added; line 4 duplicates line 1.
-    assert_eq!(r.added, 4, "{r:?}");
+    assert_eq!(r.added, 5, "{r:?}");
     assert_eq!(r.duplicates, 1, "{r:?}");
     let skipped: Vec<usize> = r.skipped.iter().map(|s| s.line).collect();
     assert_eq!(skipped, vec![5, 6, 7, 8, 9], "{r:?}");
@@ -335,6 +336,10 @@ fn import_manifest_counts_unknown_fields_and_skips_bad_lines() {
     assert!(r.skipped[2].reason.contains("missing.png"), "{r:?}");
     assert_eq!(r.unknown_fields.get("extra"), Some(&2));
     assert_eq!(r.unknown_fields.get("width"), Some(&1));
+    assert_eq!(r.unknown_fields.get("heldout"), Some(&1));
+    assert!(
+        !r.unknown_fields.contains_key("inputs") && !r.unknown_fields.contains_key("output_text")
+    );
     let hits = db
         .search("add some snow", 1, None, SearchMode::Exact)
         .unwrap();

@@ -1,7 +1,8 @@
 //! Bulk import from a task manifest (JSONL, one example per line; the training manifest
 //! format). Known fields: task, family, instruction, input (image path relative to the
 //! manifest), output (image path) or output_text, description, reverse_instruction, split.
-//! Unknown fields are ignored and counted. A bad line is skipped and reported; it never
+//! The task suite's record names are accepted too: `inputs` (a list; its first image is the
+//! input) and `output_image`. Unknown fields are ignored and counted. A bad line is skipped and reported; it never
 //! stops the import.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ const KNOWN: &[&str] = &[
     "description",
     "reverse_instruction",
     "split",
+    "inputs",
+    "output_image",
 ];
 
 /// A skipped manifest line.
@@ -75,8 +78,22 @@ pub fn parse_line(
     };
     let instruction = need("instruction")?;
     let task = need("task")?;
-    let input = base.join(need("input").map_err(|e| format!("{e} (an input image is required)"))?);
-    let target = match (opt_str(obj, "output")?, opt_str(obj, "output_text")?) {
+    let input = match (opt_str(obj, "input")?, obj.get("inputs")) {
+        (Some(p), _) => p,
+        (None, Some(serde_json::Value::Array(list))) => match list.first() {
+            Some(serde_json::Value::String(p)) => p.clone(),
+            Some(other) => return Err(format!("field \"inputs\" must hold strings, got {other}")),
+            None => return Err("no input image (\"inputs\" is empty)".into()),
+        },
+        (None, Some(other)) => return Err(format!("field \"inputs\" must be a list, got {other}")),
+        (None, None) => return Err("missing field \"input\" (an input image is required)".into()),
+    };
+    let input = base.join(input);
+    let output = match (opt_str(obj, "output")?, opt_str(obj, "output_image")?) {
+        (Some(_), Some(_)) => return Err("both \"output\" and \"output_image\" are set".into()),
+        (a, b) => a.or(b),
+    };
+    let target = match (output, opt_str(obj, "output_text")?) {
         (Some(p), None) => NewTarget::Image(base.join(p)),
         (None, Some(t)) => NewTarget::Text(t),
         (Some(_), Some(_)) => return Err("both \"output\" and \"output_text\" are set".into()),

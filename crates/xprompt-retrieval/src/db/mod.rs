@@ -13,12 +13,14 @@
 //! checksum) is rebuilt from the log.
 
 mod import;
+mod query;
 mod verify;
 
 pub use import::{ImportReport, ManifestLine};
+pub use query::{SearchHit, SearchMode, Stats};
 pub use verify::VerifyReport;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -26,8 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::{self, Embedder, EmbedderChoice, EmbedderSpec};
 use crate::error::{io_err, Error, Result};
-use crate::index::ann::{AnnIndex, AnnParams};
-use crate::index::{exact, Hit};
+use crate::index::ann::AnnIndex;
 use crate::store::blobs::{check_image, hex, sha256_hex, sync_dir, BlobStore};
 use crate::store::log::{self, BadRange, LogWriter, ScanReport};
 use crate::store::record::{Example, ExampleContent, LogRecord, Target};
@@ -120,39 +121,6 @@ pub enum AddOutcome {
     Added(String),
     /// Same content as an example already in the database (by content hash).
     Duplicate(String),
-}
-
-/// One search result.
-#[derive(Debug, Clone, Serialize)]
-pub struct SearchHit {
-    pub score: f32,
-    pub example: Example,
-    pub input_path: PathBuf,
-    pub output_path: Option<PathBuf>,
-}
-
-/// Which search path answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchMode {
-    /// Exact unless an HNSW graph has been built ([`Database::build_ann`]).
-    Auto,
-    Exact,
-}
-
-/// `db stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub path: PathBuf,
-    pub embedder: EmbedderSpec,
-    pub examples: usize,
-    pub tasks: BTreeMap<String, usize>,
-    pub log_bytes: u64,
-    pub log_adds: usize,
-    pub log_removes: usize,
-    pub images: usize,
-    pub image_bytes: u64,
-    pub index_bytes: u64,
-    pub ann_built: bool,
 }
 
 /// An open example database.
@@ -751,147 +719,6 @@ impl Database {
         self.write_snapshot(log_len)?;
         self.dirty = false;
         Ok(())
-    }
-
-    /// Builds the in-memory HNSW graph; searches use it from then on (until the next write).
-    /// Worth it only for many queries against a large database (see docs/PERFORMANCE.md).
-    pub fn build_ann(&mut self, params: AnnParams) {
-        self.ann = Some(AnnIndex::build(&self.matrix, self.embedder.dim(), params));
-    }
-
-    /// The `k` examples whose instructions are most similar to `instruction`, optionally only
-    /// of `task`.
-    pub fn search(
-        &self,
-        instruction: &str,
-        k: usize,
-        task: Option<&str>,
-        mode: SearchMode,
-    ) -> Result<Vec<SearchHit>> {
-        let q = instruction.trim();
-        if q.is_empty() {
-            return Err(Error::InvalidInput("empty instruction".into()));
-        }
-        if self.dirty {
-            return Err(Error::InvalidInput(
-                "uncommitted changes: call commit() before searching".into(),
-            ));
-        }
-        let task_id = match task {
-            None => None,
-            Some(t) => Some(*self.task_ids.get(t).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "no examples of task {t:?}; tasks: {}",
-                    self.tasks.join(", ")
-                ))
-            })?),
-        };
-        let qv = self
-            .embedder
-            .embed(&[q])?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        // A few spare hits stand in for records that turn out damaged (found by `verify`;
-        // opening checks only the end of the log).
-        let hits = self.search_vector(&qv, k + 4, task_id, mode);
-        let mut out = Vec::with_capacity(k);
-        for h in hits {
-            if out.len() == k {
-                break;
-            }
-            match self.hit(h) {
-                Ok(hit) => out.push(hit),
-                Err(e) => tracing::warn!("skipping a damaged record: {e}"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Search by a query vector (unit length, `dim` long); `task` is a task index.
-    pub fn search_vector(
-        &self,
-        qv: &[f32],
-        k: usize,
-        task: Option<u32>,
-        mode: SearchMode,
-    ) -> Vec<Hit> {
-        let rows = &self.rows;
-        let keep = move |r: usize| rows[r].task == task.unwrap_or(0);
-        let filter: Option<&dyn Fn(usize) -> bool> =
-            if task.is_some() { Some(&keep) } else { None };
-        match (&self.ann, mode) {
-            (Some(ann), SearchMode::Auto) => ann.search(qv, k, filter),
-            _ => exact::search(&self.matrix, self.embedder.dim(), qv, k, filter),
-        }
-    }
-
-    fn hit(&self, h: Hit) -> Result<SearchHit> {
-        let example = self.example_at(self.rows[h.row].offset)?;
-        let input_path = self.blobs.path_of(&example.content.input);
-        let output_path = match &example.content.target {
-            Target::Image(b) => Some(self.blobs.path_of(b)),
-            Target::Text(_) => None,
-        };
-        Ok(SearchHit {
-            score: h.score,
-            example,
-            input_path,
-            output_path,
-        })
-    }
-
-    fn example_at(&self, offset: u64) -> Result<Example> {
-        let (payload, _) = log::read_frame_at(&self.log_read, &self.log_path, offset)?;
-        match serde_json::from_slice::<LogRecord>(&payload) {
-            Ok(LogRecord::Add(ex)) => Ok(*ex),
-            _ => Err(Error::Database {
-                path: self.log_path.clone(),
-                what: format!("record at byte {offset} is not an example"),
-            }),
-        }
-    }
-
-    /// The live example with this id (or unique prefix).
-    pub fn get(&self, id_or_prefix: &str) -> Result<Example> {
-        let id = self.resolve_id(id_or_prefix)?;
-        let row = id_bytes(&id)
-            .and_then(|b| self.by_id.get(&b).copied())
-            .unwrap_or(0);
-        self.example_at(self.rows[row].offset)
-    }
-
-    /// Every live example, in order of addition (reads the log).
-    pub fn examples(&self) -> Result<Vec<Example>> {
-        self.rows
-            .iter()
-            .map(|r| self.example_at(r.offset))
-            .collect()
-    }
-
-    pub fn stats(&self) -> Result<Stats> {
-        let mut tasks: BTreeMap<String, usize> = BTreeMap::new();
-        for r in &self.rows {
-            *tasks
-                .entry(self.tasks[r.task as usize].clone())
-                .or_default() += 1;
-        }
-        let (names, image_bytes) = self.blobs.list()?;
-        Ok(Stats {
-            path: self.dir.clone(),
-            embedder: self.meta.embedder.clone(),
-            examples: self.rows.len(),
-            tasks,
-            log_bytes: fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0),
-            log_adds: self.adds,
-            log_removes: self.removes,
-            images: names.len(),
-            image_bytes,
-            index_bytes: fs::metadata(self.snapshot_path())
-                .map(|m| m.len())
-                .unwrap_or(0),
-            ann_built: self.ann.is_some(),
-        })
     }
 
     pub fn len(&self) -> usize {

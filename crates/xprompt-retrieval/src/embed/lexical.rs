@@ -21,9 +21,9 @@ pub struct LexicalParams {
     /// Character n-gram lengths (inclusive), over each word padded as `<word>`.
     pub char_min: usize,
     pub char_max: usize,
-    pub word_weight: f32,
-    pub bigram_weight: f32,
-    pub char_weight: f32,
+    pub word_weight: f64,
+    pub bigram_weight: f64,
+    pub char_weight: f64,
     /// log2 of the document-frequency table size.
     pub idf_bits: u32,
 }
@@ -107,7 +107,7 @@ impl LexicalEmbedder {
         let ws = words(text);
         let mut feats: Vec<(u64, f32)> = Vec::with_capacity(ws.len() * 16);
         for w in &ws {
-            feats.push((fnv1a(b'w', &[w]), p.word_weight));
+            feats.push((fnv1a(b'w', &[w]), p.word_weight as f32));
             let padded: Vec<char> = std::iter::once('<')
                 .chain(w.chars())
                 .chain(std::iter::once('>'))
@@ -118,12 +118,12 @@ impl LexicalEmbedder {
                 }
                 for win in padded.windows(n) {
                     let s: String = win.iter().collect();
-                    feats.push((fnv1a(b'c', &[&s]), p.char_weight));
+                    feats.push((fnv1a(b'c', &[&s]), p.char_weight as f32));
                 }
             }
         }
         for pair in ws.windows(2) {
-            feats.push((fnv1a(b'b', &[&pair[0], &pair[1]]), p.bigram_weight));
+            feats.push((fnv1a(b'b', &[&pair[0], &pair[1]]), p.bigram_weight as f32));
         }
         // Sort, then merge duplicates into (hash, weight * (1 + ln count)).
         feats.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
