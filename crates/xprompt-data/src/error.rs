@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Errors raised while reading sources, building, or validating a task suite.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]

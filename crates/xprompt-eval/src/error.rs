@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum EvalError {
     #[error(transparent)]
     Data(#[from] xprompt_data::DataError),
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]
