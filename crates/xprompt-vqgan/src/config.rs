@@ -227,14 +227,14 @@ impl RawModelParams {
         }
         for &m in &d.ch_mult {
             let c = d.ch * m;
-            if m == 0 || c % NORM_GROUPS != 0 {
+            if m == 0 || !c.is_multiple_of(NORM_GROUPS) {
                 return bad(format!(
                     "ddconfig.ch*ch_mult = {}*{m} = {c} must be a positive multiple of {NORM_GROUPS} (GroupNorm groups)",
                     d.ch
                 ));
             }
         }
-        if d.ch % NORM_GROUPS != 0 {
+        if !d.ch.is_multiple_of(NORM_GROUPS) {
             return bad(format!(
                 "ddconfig.ch = {} must be a multiple of {NORM_GROUPS}",
                 d.ch

@@ -88,6 +88,8 @@ pub struct LoadedImage {
 /// What the PNG header says (Pillow's mode depends on it).
 #[derive(Debug, Clone, Copy)]
 struct PngHeader {
+    width: u32,
+    height: u32,
     bit_depth: u8,
     color_type: u8,
 }
@@ -99,7 +101,10 @@ fn png_header(path: &Path) -> Option<PngHeader> {
     if b[..8] != [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a] || &b[12..16] != b"IHDR" {
         return None;
     }
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     Some(PngHeader {
+        width: be(16),
+        height: be(20),
         bit_depth: b[24],
         color_type: b[25],
     })
@@ -125,7 +130,12 @@ pub fn read_dimensions(path: &Path) -> Result<(u32, u32)> {
 /// Decode an image file, refusing zero-size images and images above `max_pixels` before
 /// decoding the pixel data.
 pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage> {
-    let (w, h) = read_dimensions(path)?;
+    let png = png_header(path);
+    // PNG: the IHDR chunk alone gives the size; other formats: the decoder's header read.
+    let (w, h) = match png {
+        Some(p) => (p.width, p.height),
+        None => read_dimensions(path)?,
+    };
     if w == 0 || h == 0 {
         return Err(VqganError::image(
             path,
@@ -154,13 +164,13 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage> {
     let dynimg = reader
         .decode()
         .map_err(|e| VqganError::image(path, format!("cannot decode: {e}")))?;
-    let png = png_header(path);
     let nearest_only = matches!(png, Some(PngHeader { color_type: 3, .. }))
         || matches!(
             png,
             Some(PngHeader {
                 color_type: 0,
-                bit_depth: 1
+                bit_depth: 1,
+                ..
             })
         );
     // Pillow keeps RGB / L PNGs with a tRNS colour key in mode RGB / L: no alpha channel.

@@ -119,8 +119,7 @@ fn wrong_config_names_missing_key_and_file() {
     cfg.attn_resolutions = vec![16];
     let err =
         xprompt_vqgan::checkpoint::load_weights_file(&cfg, &src.join("vqgan.ckpt"), &Device::Cpu)
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
     let msg = err.to_string();
     assert!(msg.contains("vqgan.ckpt"), "{msg}");
     assert!(
@@ -132,8 +131,7 @@ fn wrong_config_names_missing_key_and_file() {
     cfg.n_embed = 64;
     let msg =
         xprompt_vqgan::checkpoint::load_weights_file(&cfg, &src.join("vqgan.ckpt"), &Device::Cpu)
-            .err()
-            .expect("must fail")
+            .expect_err("must fail")
             .to_string();
     assert!(
         msg.contains("`quantize.embedding.weight` has shape [32, 4], expected [64, 4]"),

@@ -202,7 +202,7 @@ impl RawTrainConfig {
             model,
         };
         let f = cfg.model.downsample_factor();
-        if cfg.crop == 0 || cfg.crop % f != 0 {
+        if cfg.crop == 0 || !cfg.crop.is_multiple_of(f) {
             return bad(format!(
                 "train.crop {} must be a positive multiple of the downsampling factor {f}",
                 cfg.crop

@@ -280,7 +280,7 @@ pub fn train(
             counts[c as usize] += 1;
         }
         step += 1;
-        if cfg.reseed_every > 0 && step % cfg.reseed_every == 0 {
+        if cfg.reseed_every > 0 && step.is_multiple_of(cfg.reseed_every) {
             usage = counts.iter().filter(|&&c| c > 0).count() as f64 / counts.len() as f64;
             reseeded = reseed_dead(&codebook, &counts, &o.z_flat, cfg.seed, step)?;
             counts.iter_mut().for_each(|c| *c = 0);
@@ -291,7 +291,7 @@ pub fn train(
             .time_limit_s
             .is_some_and(|l| t0.elapsed().as_secs_f64() > l);
         let last = step == end || timed_out;
-        let eval = if step % cfg.eval_every == 0 || last {
+        let eval = if step.is_multiple_of(cfg.eval_every) || last {
             evaluate(&model, &held, dev)?
         } else {
             None
@@ -300,7 +300,7 @@ pub fn train(
             summary.heldout_psnr = Some(p);
             summary.heldout_ssim = Some(s);
         }
-        if step % cfg.log_every == 0 || last || eval.is_some() {
+        if step.is_multiple_of(cfg.log_every) || last || eval.is_some() {
             let done = (step - start) as f64;
             let sps = done / t0.elapsed().as_secs_f64().max(1e-9);
             let pr = Progress {
@@ -322,7 +322,7 @@ pub fn train(
             io(&tdir.join("log.jsonl"), writeln!(log, "{line}"))?;
             on_progress(&pr);
         }
-        if step % cfg.checkpoint_every == 0 || last {
+        if step.is_multiple_of(cfg.checkpoint_every) || last {
             save_checkpoint(cfg, out, &vars, &opt, &counts, step, &cfg_toml)?;
         }
         if timed_out {
