@@ -5,7 +5,8 @@ use std::path::PathBuf;
 /// Errors from the example database, the embedders and the indexes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// Display names the file; the io error is the source (printed by `{:#}` chains).
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -34,7 +35,7 @@ pub enum Error {
         line: usize,
         what: String,
     },
-    #[error("{path}: the database is locked by another writer ({source})")]
+    #[error("{path}: the database is in use by another writer (or a writer wants it)")]
     Locked {
         path: PathBuf,
         #[source]

@@ -350,3 +350,23 @@ fn import_manifest_counts_unknown_fields_and_skips_bad_lines() {
     assert!(text[0].output_path.is_none());
     assert!(db.verify().unwrap().ok());
 }
+
+#[test]
+fn hnsw_search_agrees_with_exact_on_a_small_database() {
+    let t = tempfile::tempdir().unwrap();
+    let mut db = filled(t.path());
+    // Too small to pay: stays exact.
+    assert!(!db.maybe_build_ann(1_000_000));
+    db.build_ann(xprompt_retrieval::index::ann::AnnParams::default());
+    for (q, _) in INSTRUCTIONS {
+        let a = db.search(q, 3, None, SearchMode::Auto).unwrap();
+        let e = db.search(q, 3, None, SearchMode::Exact).unwrap();
+        assert_eq!(a[0].example.id, e[0].example.id, "{q}");
+        assert!((a[0].score - e[0].score).abs() < 1e-5);
+    }
+    let a = db
+        .search("add snow", 5, Some("weather"), SearchMode::Auto)
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|h| h.example.content.task == "weather"));
+}

@@ -37,6 +37,10 @@ pub struct CommonArgs {
     /// Model directory for a database made with a model embedder (else XPROMPT_MINILM_DIR).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
+    /// The embedder you expect (`lexical`, `minilm[:<dir>]`); refused if the database was
+    /// made with another one.
+    #[arg(long)]
+    pub embedder: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -112,7 +116,11 @@ fn open(c: &CommonArgs, write: bool) -> Result<Database> {
         &c.db,
         &DbOptions {
             write,
-            embedder: None,
+            embedder: c
+                .embedder
+                .as_deref()
+                .map(EmbedderChoice::parse)
+                .transpose()?,
             model_dir: c.model_dir.clone(),
         },
     )

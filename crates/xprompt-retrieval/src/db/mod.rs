@@ -17,7 +17,7 @@ mod query;
 mod verify;
 
 pub use import::{ImportReport, ManifestLine};
-pub use query::{SearchHit, SearchMode, Stats};
+pub use query::{SearchHit, SearchMode, Stats, ANN_MIN_ROWS};
 pub use verify::VerifyReport;
 
 use std::collections::HashMap;
@@ -314,7 +314,7 @@ impl Database {
                 return Err(Error::EmbedderMismatch {
                     path: dir.to_path_buf(),
                     db: meta.embedder.to_string(),
-                    requested: format!("{choice:?}"),
+                    requested: choice.to_string(),
                 });
             }
         }

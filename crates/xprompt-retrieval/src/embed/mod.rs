@@ -70,6 +70,15 @@ pub enum EmbedderChoice {
     MiniLm(PathBuf),
 }
 
+impl std::fmt::Display for EmbedderChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Lexical(p) => write!(f, "{} (dim {})", lexical::NAME, p.dim),
+            Self::MiniLm(dir) => write!(f, "{} from {}", bert::NAME, dir.display()),
+        }
+    }
+}
+
 impl EmbedderChoice {
     /// Parses `lexical`, `minilm:<dir>` or `minilm` (directory from `XPROMPT_MINILM_DIR`).
     pub fn parse(s: &str) -> Result<Self> {
