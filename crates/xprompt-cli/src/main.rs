@@ -37,6 +37,10 @@ enum Command {
     Vq(commands::vq::VqCommand),
     /// Train a VQGAN image tokenizer.
     TrainVq(commands::train_vq::TrainVqArgs),
+    /// In-context generation: examples (or a compiled task) + query -> image or text.
+    Generate(commands::generate::GenerateArgs),
+    /// Compile in-context examples into a reusable task context (.xpt).
+    CompileTask(commands::generate::CompileTaskArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -57,6 +61,8 @@ fn main() {
         Command::Db(cmd) => commands::db::run(cmd),
         Command::Vq(cmd) => commands::vq::run(cmd),
         Command::TrainVq(args) => commands::train_vq::run(args),
+        Command::Generate(a) => commands::generate::run_generate(a),
+        Command::CompileTask(a) => commands::generate::run_compile(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

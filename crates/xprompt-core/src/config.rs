@@ -87,6 +87,9 @@ pub struct XPromptSection {
     /// Pixels per latent cell (the VQGAN's downsampling factor; Chameleon: 16).
     #[serde(default)]
     pub pixels_per_cell: Option<usize>,
+    /// Native image side in pixels used when preprocessing inputs (Lumina-mGPT: 512).
+    #[serde(default)]
+    pub image_size: Option<usize>,
 }
 
 /// Linear RoPE position scaling (`rope_scaling = {"type": "linear", "factor": f}`).

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod data;
 pub mod db;
 pub mod debug;
+pub mod generate;
 pub mod inspect;
 pub mod train_vq;
 pub mod vq;

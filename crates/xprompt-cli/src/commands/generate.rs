@@ -1,0 +1,336 @@
+//! `xprompt generate` and `xprompt compile-task`: in-context generation from examples (or a
+//! compiled task context), text-to-image, instruction editing and text answers.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sha2::{Digest, Sha256};
+use xprompt_core::sequence::{parse, text_to_image_prompt, ImageGrid, Piece};
+use xprompt_generate::engine::{Progress, TaskContext};
+use xprompt_generate::grammar::ImageGrammar;
+use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
+use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::sampler::SamplerConfig;
+use xprompt_generate::task_context::{self, model_fingerprint, TaskMeta};
+
+/// Where the bundled default model lives, relative to the working directory.
+pub const DEFAULT_MODEL: &str = "models/default";
+
+#[derive(Args, Clone)]
+pub struct ExampleArgs {
+    /// Model directory (config.json, weights, tokenizer.json, vqgan/).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// An in-context example `INPUT.png=OUTPUT.png` or `INPUT.png=text:the answer` (repeatable).
+    #[arg(long = "example", value_name = "IN=OUT")]
+    pub examples: Vec<String>,
+    /// Instruction shown with every example (and the query, unless --prompt is given).
+    #[arg(long)]
+    pub example_instruction: Option<String>,
+    /// Image side in pixels used to preprocess images (default: the model's native size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Plain causal in-context prompting (the paper's ablation) instead of X-Prompt compression.
+    #[arg(long, conflicts_with = "zero_shot")]
+    pub causal: bool,
+    /// Ignore examples; answer from the query alone.
+    #[arg(long)]
+    pub zero_shot: bool,
+    /// Use X-Prompt compression (the default whenever the model has X-Prompt tokens).
+    #[arg(long, conflicts_with_all = ["causal", "zero_shot"])]
+    pub xprompt: bool,
+}
+
+#[derive(Args)]
+pub struct CompileTaskArgs {
+    #[command(flatten)]
+    pub ex: ExampleArgs,
+    /// Where to write the task context (`.xpt`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub ex: ExampleArgs,
+    /// A compiled task context (from `xprompt compile-task`) instead of --example.
+    #[arg(long, conflicts_with = "examples")]
+    pub task: Option<PathBuf>,
+    /// Query image (repeatable: one answer per query).
+    #[arg(long = "query")]
+    pub queries: Vec<PathBuf>,
+    /// Instruction for the query, or the caption for text-to-image when there is no query.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub cfg: Option<f32>,
+    #[arg(long)]
+    pub image_top_k: Option<usize>,
+    #[arg(long)]
+    pub text_top_k: Option<usize>,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Maximum number of generated tokens per answer.
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens: usize,
+    /// Output PNG path (one image) or directory (several).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Print a JSON report of what was done on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn mode_of(p: &Pipeline, a: &ExampleArgs, has_examples: bool) -> PromptMode {
+    if a.zero_shot || !has_examples {
+        PromptMode::ZeroShot
+    } else if a.causal || (!a.xprompt && p.vocab.xprompt.is_empty()) {
+        PromptMode::Causal
+    } else {
+        PromptMode::XPrompt
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Parses and encodes the `--example IN=OUT` pairs; also returns their content hashes.
+fn load_examples(
+    p: &Pipeline,
+    a: &ExampleArgs,
+    size: usize,
+) -> Result<(Vec<Example>, Vec<String>)> {
+    let mut examples = Vec::new();
+    let mut hashes = Vec::new();
+    for spec in &a.examples {
+        let (input, output) = spec.split_once('=').with_context(|| {
+            format!("--example {spec:?}: expected INPUT=OUTPUT or INPUT=text:ANSWER")
+        })?;
+        let input_path = PathBuf::from(input);
+        let grid = p.encode_image(&input_path, size)?;
+        let mut h = sha256_file(&input_path)?;
+        let output = if let Some(text) = output.strip_prefix("text:") {
+            h.push_str(&format!("+text:{:x}", Sha256::digest(text.as_bytes())));
+            Answer::Text(text.to_string())
+        } else {
+            let out_path = PathBuf::from(output);
+            let out_grid = p.encode_image(&out_path, size)?;
+            if (out_grid.rows, out_grid.cols) != (grid.rows, grid.cols) {
+                bail!(
+                    "--example {spec}: the output encodes to a {}×{} grid but the input to {}×{} (use images of the same aspect ratio)",
+                    out_grid.rows, out_grid.cols, grid.rows, grid.cols
+                );
+            }
+            h.push('+');
+            h.push_str(&sha256_file(&out_path)?);
+            Answer::Image(out_grid)
+        };
+        examples.push(Example {
+            instruction: a.example_instruction.clone(),
+            input: grid,
+            output,
+        });
+        hashes.push(h);
+    }
+    Ok((examples, hashes))
+}
+
+fn compile(p: &Pipeline, a: &ExampleArgs) -> Result<(TaskContext, TaskMeta, Vec<Example>)> {
+    let size = a.size.unwrap_or_else(|| p.default_image_size());
+    let (examples, hashes) = load_examples(p, a, size)?;
+    let mode = mode_of(p, a, !examples.is_empty());
+    let used: &[Example] = if mode == PromptMode::ZeroShot {
+        &[]
+    } else {
+        &examples
+    };
+    let layout = p.builder().context(used, mode)?;
+    let ctx = p.engine().compile(&layout, mode)?;
+    let meta = TaskMeta {
+        version: 1,
+        model_fingerprint: model_fingerprint(&p.model)?,
+        mode,
+        next_position: ctx.next_position,
+        examples_len: ctx.examples_len,
+        xprompt_len: ctx.xprompt_len,
+        num_layers: p.model.config().num_hidden_layers,
+        example_hashes: hashes,
+        grid: examples.first().map(|e| (e.input.rows, e.input.cols)),
+    };
+    Ok((ctx, meta, examples))
+}
+
+pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
+    let p = Pipeline::load(&a.ex.model)?;
+    if a.ex.examples.is_empty() {
+        bail!("compile-task needs at least one --example IN=OUT");
+    }
+    let t = Instant::now();
+    let (ctx, meta, _) = compile(&p, &a.ex)?;
+    task_context::save(&a.out, &ctx, &meta)?;
+    eprintln!(
+        "compiled {} example(s) ({} tokens, mode {:?}) into {} cached positions in {:.2} s -> {}",
+        meta.example_hashes.len(),
+        meta.examples_len,
+        meta.mode,
+        ctx.cache.len(),
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn run_generate(a: GenerateArgs) -> Result<()> {
+    let p = Pipeline::load(&a.ex.model)?;
+    let size = a.ex.size.unwrap_or_else(|| p.default_image_size());
+    let (ctx, meta, examples) = match &a.task {
+        Some(path) => {
+            let (ctx, meta) = task_context::load(path, &p.model)?;
+            (ctx, meta, Vec::new())
+        }
+        None => compile(&p, &a.ex)?,
+    };
+    let text_answer = examples
+        .first()
+        .is_some_and(|e| matches!(e.output, Answer::Text(_)));
+    let defaults = SamplerConfig::default();
+    let sampler = SamplerConfig {
+        // In-context image-to-image answers follow Lumina's Omni defaults (cfg 1).
+        cfg: a.cfg.unwrap_or(if a.queries.is_empty() {
+            defaults.cfg
+        } else {
+            1.0
+        }),
+        image_top_k: a.image_top_k.unwrap_or(defaults.image_top_k),
+        text_top_k: a.text_top_k.unwrap_or(defaults.text_top_k),
+        temperature: a.temperature.unwrap_or(defaults.temperature),
+    };
+    let instruction = a
+        .prompt
+        .clone()
+        .or_else(|| a.ex.example_instruction.clone());
+    let builder = p.builder();
+    let engine = p.engine();
+    let geometry = p.model.config().geometry;
+
+    // One job per query image; text-to-image when there is none.
+    let mut jobs: Vec<(String, Vec<u32>, Option<(usize, usize)>)> = Vec::new();
+    if a.queries.is_empty() {
+        let caption = instruction
+            .clone()
+            .context("give --query IMG and/or --prompt TEXT")?;
+        let cells = size / geometry.pixels_per_cell;
+        let prompt = text_to_image_prompt(&caption, size, size);
+        let ids = builder.query_ids(&Query {
+            instruction: Some(prompt),
+            images: vec![],
+        })?;
+        jobs.push(("text-to-image".into(), ids, Some((cells, cells))));
+    }
+    for q in &a.queries {
+        let grid = p.encode_image(q, size)?;
+        if let Some(g) = meta.grid {
+            if g != (grid.rows, grid.cols) {
+                bail!(
+                    "query {} encodes to a {}×{} grid, but the task's examples were {}×{}",
+                    q.display(),
+                    grid.rows,
+                    grid.cols,
+                    g.0,
+                    g.1
+                );
+            }
+        }
+        let dims = (grid.rows, grid.cols);
+        let ids = builder.query_ids(&Query {
+            instruction: instruction.clone(),
+            images: vec![grid],
+        })?;
+        jobs.push((q.display().to_string(), ids, Some(dims)));
+    }
+    let several = jobs.len() > 1;
+    if several || a.out.extension().is_none() {
+        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    }
+    let mut report = Vec::new();
+    for (i, (name, ids, dims)) in jobs.iter().enumerate() {
+        let grammar = if text_answer {
+            ImageGrammar::text(&p.vocab, geometry)
+        } else {
+            ImageGrammar::image_answer(&p.vocab, geometry, *dims)?
+        };
+        let t = Instant::now();
+        let mut last_row = usize::MAX;
+        let out = engine.generate(
+            &ctx,
+            ids,
+            grammar,
+            &sampler,
+            a.seed + i as u64,
+            a.max_tokens,
+            &mut |pr: Progress| {
+                if let Some((done, total)) = pr.rows {
+                    if done != last_row {
+                        last_row = done;
+                        let tps = pr.tokens as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                        eprint!(
+                            "\r[{}/{}] {name}: row {done}/{total}, {tps:.1} tokens/s   ",
+                            i + 1,
+                            jobs.len()
+                        );
+                    }
+                }
+            },
+        )?;
+        eprintln!();
+        let secs = t.elapsed().as_secs_f64();
+        let mut entry = serde_json::json!({"query": name, "tokens": out.len(), "seconds": secs, "mode": meta.mode});
+        for piece in parse(&builder.format, &out)? {
+            match piece {
+                Piece::Image(g) => {
+                    let path = if several || a.out.extension().is_none() {
+                        a.out.join(format!("{i:03}.png"))
+                    } else {
+                        a.out.clone()
+                    };
+                    save_grid(&p, &g, &path)?;
+                    eprintln!(
+                        "{name}: image {}×{} cells -> {} ({secs:.1} s)",
+                        g.rows,
+                        g.cols,
+                        path.display()
+                    );
+                    entry["image"] = serde_json::json!(path.display().to_string());
+                }
+                Piece::Text(t) => {
+                    let text = match &p.tokenizer {
+                        Some(tok) => tok.decode(&t)?,
+                        None => format!("{t:?}"),
+                    };
+                    println!("{name}: {text}");
+                    entry["text"] = serde_json::json!(text);
+                }
+                _ => {}
+            }
+        }
+        report.push(entry);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+fn save_grid(p: &Pipeline, g: &ImageGrid, path: &Path) -> Result<()> {
+    let img = p.decode_grid(g)?;
+    img.save_png(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

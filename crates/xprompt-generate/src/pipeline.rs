@@ -1,0 +1,152 @@
+//! A whole model directory ready to answer: decoder + vocabulary + text tokenizer + VQGAN
+//! (`DIR/vqgan/`), with the image ↔ code-grid conversions the CLI and the evaluation need.
+
+use std::path::Path;
+
+use candle_core::Device;
+use xprompt_core::model::ChameleonModel;
+use xprompt_core::model_dir::{LoadOptions, ModelDir};
+use xprompt_core::sequence::{ImageFormat, ImageGrid};
+use xprompt_core::tokenizer::TextTokenizer;
+use xprompt_core::vocab::Vocabulary;
+use xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS;
+use xprompt_vqgan::preprocess::{
+    center_crop, crop_size_list, select_crop_size, to_tensor, to_u8_image, whiten, CropOffset,
+    LUMINA_MAX_RATIO,
+};
+use xprompt_vqgan::{load_image, CodeGrid, U8Image, Vqgan};
+
+use crate::engine::Engine;
+use crate::error::{GenerateError, Result};
+use crate::incontext::PromptBuilder;
+
+/// Sub-directory of a model directory that holds the VQGAN.
+pub const VQGAN_DIR: &str = "vqgan";
+
+pub struct Pipeline {
+    pub dir: ModelDir,
+    pub model: ChameleonModel,
+    pub vocab: Vocabulary,
+    pub tokenizer: Option<TextTokenizer>,
+    pub vqgan: Option<Vqgan>,
+}
+
+impl Pipeline {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let md = ModelDir::open(dir)?;
+        let model = md.load_model(&LoadOptions::default())?;
+        let vocab = md.vocabulary()?.ok_or_else(|| {
+            GenerateError::Request(format!(
+                "{}: no vocabulary (config.json has no vocabulary_map and there is no tokenizer.json)",
+                dir.display()
+            ))
+        })?;
+        let tokenizer = if dir.join(xprompt_core::model_dir::TOKENIZER_FILE).exists() {
+            Some(md.tokenizer()?)
+        } else {
+            None
+        };
+        let vq_dir = dir.join(VQGAN_DIR);
+        let vqgan = if vq_dir.is_dir() {
+            Some(
+                xprompt_vqgan::load_dir(&vq_dir, &Device::Cpu)
+                    .map_err(|e| GenerateError::Request(format!("{}: {e}", vq_dir.display())))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: md,
+            model,
+            vocab,
+            tokenizer,
+            vqgan,
+        })
+    }
+
+    pub fn engine(&self) -> Engine<'_> {
+        Engine::new(&self.model, self.vocab.clone())
+    }
+
+    pub fn builder(&self) -> PromptBuilder<'_> {
+        PromptBuilder {
+            format: ImageFormat::new(&self.vocab, self.model.config().geometry),
+            tokenizer: self.tokenizer.as_ref(),
+        }
+    }
+
+    fn vqgan(&self) -> Result<&Vqgan> {
+        self.vqgan.as_ref().ok_or_else(|| {
+            GenerateError::Request(format!(
+                "{} has no {VQGAN_DIR}/ directory, so images cannot be encoded or decoded",
+                self.dir.dir.display()
+            ))
+        })
+    }
+
+    /// The model's native image side in pixels (`xprompt.image_size`, else Lumina's 512).
+    pub fn default_image_size(&self) -> usize {
+        self.dir
+            .raw
+            .xprompt
+            .as_ref()
+            .and_then(|x| x.image_size)
+            .unwrap_or(512)
+    }
+
+    /// Loads, crops (Lumina's policy, centre crop) and encodes an image file.
+    pub fn encode_image(&self, path: &Path, size: usize) -> Result<ImageGrid> {
+        self.vqgan()?; // fail before reading the image
+        let req = |e: xprompt_vqgan::VqganError| {
+            GenerateError::Request(format!("{}: {e}", path.display()))
+        };
+        let loaded = load_image(path, DEFAULT_MAX_PIXELS).map_err(req)?;
+        // Lumina's crop policy with this model's size unit (32 px for Lumina, smaller for
+        // small models): aspect-ratio list for (size/unit)² units, centre crop, whitening.
+        let unit = self.model.config().geometry.pixels_per_size_unit();
+        if size < unit || size % unit != 0 {
+            return Err(GenerateError::Request(format!(
+                "image size {size} px is not a positive multiple of the model's {unit}-pixel size unit"
+            )));
+        }
+        let list = crop_size_list((size / unit).pow(2), unit, LUMINA_MAX_RATIO);
+        let crop =
+            select_crop_size(loaded.image.width, loaded.image.height, &list).ok_or_else(|| {
+                GenerateError::Request(format!("{}: no crop size fits", path.display()))
+            })?;
+        let cropped = center_crop(
+            &loaded.image,
+            crop,
+            CropOffset::Center,
+            loaded.nearest_only,
+            DEFAULT_MAX_PIXELS,
+        )
+        .map_err(req)?;
+        let img = whiten(&cropped);
+        self.encode_pixels(&img)
+            .map_err(|e| GenerateError::Request(format!("{}: {e}", path.display())))
+    }
+
+    /// Encodes an RGB image whose sides are multiples of the VQGAN factor.
+    pub fn encode_pixels(&self, img: &U8Image) -> Result<ImageGrid> {
+        let vq = self.vqgan()?;
+        let req = |e: xprompt_vqgan::VqganError| GenerateError::Request(e.to_string());
+        let x = to_tensor(img, vq.device()).map_err(req)?;
+        let g = vq.encode(&x).map_err(req)?;
+        Ok(ImageGrid::new(g.height, g.width, g.codes)?)
+    }
+
+    /// Decodes a code grid to RGB pixels.
+    pub fn decode_grid(&self, grid: &ImageGrid) -> Result<U8Image> {
+        let vq = self.vqgan()?;
+        let req = |e: xprompt_vqgan::VqganError| GenerateError::Request(e.to_string());
+        let cg = CodeGrid {
+            batch: 1,
+            height: grid.rows,
+            width: grid.cols,
+            codes: grid.codes.clone(),
+        };
+        let x = vq.decode(&cg).map_err(req)?;
+        to_u8_image(&x).map_err(req)
+    }
+}
