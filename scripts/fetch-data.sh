@@ -15,7 +15,7 @@
 #   DIR/licences.tsv                              path prefix <TAB> licence <TAB> origin (longest prefix wins)
 #   DIR/SOURCES.md                                what was fetched, counts and licences
 #
-# Versions are pinned (Debian 12 bookworm, PyPI, npm). Re-running is idempotent. Needs: apt-get, dpkg, pip, npm,
+# Versions are pinned (Debian 12 bookworm, PyPI, npm). Re-running is idempotent. Needs: apt-get, dpkg, pip ($PIP), npm,
 # python3, tar. Downloads about 0.6 GB.
 set -euo pipefail
 
@@ -41,6 +41,13 @@ WHEELS=("scikit-image==0.25.2" "scikit-learn==1.7.2")
 NPMS=("emoji-datasource-google@16.0.0" "emoji-datasource-twitter@16.0.0")
 
 log() { printf '[fetch-data] %s\n' "$*" >&2; }
+for tool in apt-get dpkg npm python3 tar; do
+  command -v "$tool" >/dev/null || { log "missing required tool: $tool"; exit 1; }
+done
+# pip: $PIP, else pip3, else python3 -m pip
+if [ -z "${PIP:-}" ]; then
+  if command -v pip3 >/dev/null; then PIP=pip3; else PIP="python3 -m pip"; fi
+fi
 
 # ---- Debian packages -------------------------------------------------------------------------------------
 for spec in "${DEBS[@]}"; do
@@ -58,7 +65,7 @@ for spec in "${WHEELS[@]}"; do
   name=${spec%%==*}
   if [ -e "$RAW/pip/$name.done" ]; then continue; fi
   log "pip download $spec"
-  pip3 download --quiet --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+  $PIP download --quiet --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
     -d "$RAW/pip" "$spec"
   touch "$RAW/pip/$name.done"
 done
