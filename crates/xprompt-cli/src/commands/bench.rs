@@ -16,6 +16,27 @@ use xprompt_core::ops::OpsMode;
 pub enum BenchCommand {
     /// Prefill and decode throughput of the decoder, peak memory, and the memory-bandwidth bound.
     Decode(DecodeArgs),
+    /// In-context decoding: X-Prompt eviction vs causal for k examples, batched CFG cost,
+    /// time to first row and seconds per image (random weights, synthetic images).
+    Incontext(IncontextArgs),
+}
+
+#[derive(Args)]
+pub struct IncontextArgs {
+    /// `tiny` or `150m` (as in `bench decode`), with a compact vocabulary of 8192 codes.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Image grid side in latent cells (must be even).
+    #[arg(long, default_value_t = 8)]
+    pub grid: usize,
+    /// Example counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub shots: Vec<usize>,
+    /// Decoded tokens timed per setting.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    #[arg(long, default_value_t = 4)]
+    pub xp_tokens: usize,
 }
 
 #[derive(Args)]
@@ -39,6 +60,7 @@ pub struct DecodeArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode(a),
+        BenchCommand::Incontext(a) => incontext(a),
     }
 }
 
@@ -203,4 +225,128 @@ pub fn peak_rss_mb() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn incontext(a: IncontextArgs) -> Result<()> {
+    use xprompt_core::sequence::{ImageFormat, ImageGrid};
+    use xprompt_core::vocab::{compact_vocabulary_map, Vocabulary};
+    use xprompt_generate::engine::Engine;
+    use xprompt_generate::grammar::ImageGrammar;
+    use xprompt_generate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
+    use xprompt_generate::sampler::SamplerConfig;
+
+    if a.grid == 0 || a.grid % 2 != 0 {
+        bail!("--grid must be a positive even number of cells");
+    }
+    let dev = Device::Cpu;
+    let (map, named) = compact_vocabulary_map(8192, 64, &[]);
+    let mut cfg = preset(&a.preset)?;
+    cfg.vocab_size = named + a.xp_tokens;
+    cfg.xp_token_ids = (named..named + a.xp_tokens).map(|i| i as u32).collect();
+    let vocab = Vocabulary::from_map(&map, cfg.vocab_size, cfg.xp_token_ids.clone())?;
+    let varmap = candle_nn::VarMap::new();
+    let model = ChameleonModel::new(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        OpsMode::Fused,
+    )?;
+    let engine = Engine::new(&model, vocab.clone());
+    let builder = PromptBuilder {
+        format: ImageFormat::new(&vocab, cfg.geometry),
+        tokenizer: None,
+    };
+    let g = a.grid;
+    let grid = |seed: usize| {
+        ImageGrid::new(
+            g,
+            g,
+            (0..g * g)
+                .map(|i| ((i * 31 + seed * 7) % 8192) as u32)
+                .collect(),
+        )
+    };
+    let kv_bytes_per_pos = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4;
+    println!(
+        "model {:.1} M params, grid {g}×{g} ({} tokens per image), {} X-Prompt tokens",
+        cfg.parameter_count() as f64 / 1e6,
+        ImageFormat::span_len(g, g),
+        a.xp_tokens
+    );
+    println!("| k | mode | context tokens | cached positions | KV cache MB | compile s | decode ms/token |");
+    println!("|---|---|---|---|---|---|---|");
+    let query = builder.query_ids(&Query {
+        instruction: None,
+        images: vec![grid(999)?],
+    })?;
+    for &k in &a.shots {
+        let examples: Vec<Example> = (0..k)
+            .map(|i| -> Result<Example> {
+                Ok(Example {
+                    instruction: None,
+                    input: grid(2 * i)?,
+                    output: Answer::Image(grid(2 * i + 1)?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        for mode in [PromptMode::XPrompt, PromptMode::Causal] {
+            let layout = builder.context(&examples, mode)?;
+            let t0 = Instant::now();
+            let ctx = engine.compile(&layout, mode)?;
+            let compile_s = t0.elapsed().as_secs_f64();
+            let mut cache = ctx.cache.snapshot()?;
+            let mut pos = ctx.next_position;
+            engine.feed(&mut cache, &mut pos, &query)?;
+            let t1 = Instant::now();
+            for i in 0..a.tokens {
+                engine.feed(
+                    &mut cache,
+                    &mut pos,
+                    &[vocab.code_to_id((i * 13 % 8192) as u32)?],
+                )?;
+            }
+            let ms = t1.elapsed().as_secs_f64() * 1e3 / a.tokens as f64;
+            println!(
+                "| {k} | {mode:?} | {} | {} | {:.2} | {compile_s:.2} | {ms:.2} |",
+                layout.len(),
+                ctx.cache.len(),
+                (ctx.cache.len() * kv_bytes_per_pos) as f64 / 1e6
+            );
+        }
+    }
+    // Whole images: time to first row and seconds per image, without and with batched CFG.
+    let examples = vec![Example {
+        instruction: None,
+        input: grid(0)?,
+        output: Answer::Image(grid(1)?),
+    }];
+    let ctx = engine.compile(
+        &builder.context(&examples, PromptMode::XPrompt)?,
+        PromptMode::XPrompt,
+    )?;
+    println!();
+    println!("| CFG | tokens per image | time to first row s | s per image | ms per token |");
+    println!("|---|---|---|---|---|");
+    for cfg_scale in [1.0f32, 3.0] {
+        let sampler = SamplerConfig {
+            cfg: cfg_scale,
+            ..Default::default()
+        };
+        let grammar = ImageGrammar::image_answer(&vocab, cfg.geometry, Some((g, g)))?;
+        let t = Instant::now();
+        let mut first_row = None;
+        let out = engine.generate(&ctx, &query, grammar, &sampler, 0, 100_000, &mut |p| {
+            if first_row.is_none() && p.rows.is_some_and(|(done, _)| done >= 1) {
+                first_row = Some(t.elapsed().as_secs_f64());
+            }
+        })?;
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "| {cfg_scale} | {} | {:.3} | {s:.3} | {:.2} |",
+            out.len(),
+            first_row.unwrap_or(s),
+            s * 1e3 / out.len() as f64
+        );
+    }
+    println!("peak RSS {:.0} MB", peak_rss_mb());
+    Ok(())
 }
