@@ -10,10 +10,7 @@ use xprompt_core::sequence::{ImageFormat, ImageGrid};
 use xprompt_core::tokenizer::TextTokenizer;
 use xprompt_core::vocab::Vocabulary;
 use xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS;
-use xprompt_vqgan::preprocess::{
-    center_crop, crop_size_list, select_crop_size, to_tensor, to_u8_image, whiten, CropOffset,
-    LUMINA_MAX_RATIO,
-};
+use xprompt_vqgan::preprocess::{preprocess_for_unit, to_tensor, to_u8_image, CropOffset};
 use xprompt_vqgan::{load_image, CodeGrid, U8Image, Vqgan};
 
 use crate::engine::Engine;
@@ -101,28 +98,9 @@ impl Pipeline {
             GenerateError::Request(format!("{}: {e}", path.display()))
         };
         let loaded = load_image(path, DEFAULT_MAX_PIXELS).map_err(req)?;
-        // Lumina's crop policy with this model's size unit (32 px for Lumina, smaller for
-        // small models): aspect-ratio list for (size/unit)² units, centre crop, whitening.
         let unit = self.model.config().geometry.pixels_per_size_unit();
-        if size < unit || size % unit != 0 {
-            return Err(GenerateError::Request(format!(
-                "image size {size} px is not a positive multiple of the model's {unit}-pixel size unit"
-            )));
-        }
-        let list = crop_size_list((size / unit).pow(2), unit, LUMINA_MAX_RATIO);
-        let crop =
-            select_crop_size(loaded.image.width, loaded.image.height, &list).ok_or_else(|| {
-                GenerateError::Request(format!("{}: no crop size fits", path.display()))
-            })?;
-        let cropped = center_crop(
-            &loaded.image,
-            crop,
-            CropOffset::Center,
-            loaded.nearest_only,
-            DEFAULT_MAX_PIXELS,
-        )
-        .map_err(req)?;
-        let img = whiten(&cropped);
+        let img = preprocess_for_unit(&loaded, size, unit, CropOffset::Center, DEFAULT_MAX_PIXELS)
+            .map_err(req)?;
         self.encode_pixels(&img)
             .map_err(|e| GenerateError::Request(format!("{}: {e}", path.display())))
     }

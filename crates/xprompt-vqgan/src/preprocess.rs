@@ -234,3 +234,25 @@ pub fn preprocess(
     };
     Ok(whiten(&img))
 }
+
+/// Lumina's crop policy with an arbitrary size unit (`unit` px per size token: 32 for
+/// Lumina-mGPT, smaller for small models): crop list for `(size/unit)²` units with aspect
+/// ratio ≤ 4, aspect-matched size, BOX-halving + BICUBIC resize, crop, whitening.
+pub fn preprocess_for_unit(
+    loaded: &crate::image_io::LoadedImage,
+    size: usize,
+    unit: usize,
+    offset: CropOffset,
+    max_pixels: u64,
+) -> Result<U8Image> {
+    if unit == 0 || size < unit || size % unit != 0 {
+        return Err(VqganError::Input(format!(
+            "image size {size} px is not a positive multiple of the {unit}-pixel size unit"
+        )));
+    }
+    let list = crop_size_list((size / unit).pow(2), unit, LUMINA_MAX_RATIO);
+    let crop = select_crop_size(loaded.image.width, loaded.image.height, &list)
+        .ok_or_else(|| VqganError::Input("no crop size fits".into()))?;
+    let cropped = center_crop(&loaded.image, crop, offset, loaded.nearest_only, max_pixels)?;
+    Ok(whiten(&cropped))
+}
