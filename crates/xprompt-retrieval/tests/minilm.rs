@@ -123,6 +123,31 @@ fn minilm_database_roundtrip() {
     .err()
     .unwrap();
     assert!(matches!(err, Error::EmbedderMismatch { .. }));
+    let mut db = Database::open(
+        &t.path().join("db"),
+        &DbOptions {
+            write: true,
+            model_dir: Some(dir.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(db.open_report().index, "loaded");
+    // Added but never committed (as after a crash): the next open rebuilds from the log,
+    // reusing the stale snapshot's vectors and embedding only the new example.
+    let ex = xprompt_retrieval::NewExample {
+        instruction: "Paint the house red".into(),
+        task: "t".into(),
+        family: None,
+        input: img.clone(),
+        target: xprompt_retrieval::NewTarget::Text("answer 4".into()),
+        description: None,
+        reverse_instruction: None,
+        split: None,
+        source: None,
+    };
+    db.add(&ex).unwrap();
+    drop(db);
     let db = Database::open(
         &t.path().join("db"),
         &DbOptions {
@@ -131,5 +156,21 @@ fn minilm_database_roundtrip() {
         },
     )
     .unwrap();
-    assert_eq!(db.open_report().index, "loaded");
+    assert!(
+        db.open_report().index.starts_with("rebuilt"),
+        "{:?}",
+        db.open_report()
+    );
+    assert_eq!(db.len(), 4);
+    let hits = db
+        .search("paint the building red", 1, None, SearchMode::Exact)
+        .unwrap();
+    assert_eq!(hits[0].example.content.instruction, "Paint the house red");
+    let hits = db
+        .search("Turn the puppy into a panda.", 1, None, SearchMode::Exact)
+        .unwrap();
+    assert_eq!(
+        hits[0].example.content.instruction,
+        "Turn the dog into a panda."
+    );
 }

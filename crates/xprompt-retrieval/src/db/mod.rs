@@ -381,7 +381,8 @@ impl Database {
                 let (frames, scan) = log::scan_file(&db.log_path)?;
                 db.report.torn_tail = scan.torn_tail.clone();
                 db.report.damaged = scan.damaged.clone();
-                db.rebuild(&frames, None)?;
+                let previous = db.stale_vectors();
+                db.rebuild(&frames, previous)?;
                 db.report.index = format!("rebuilt from the log: {why}");
                 if opts.write {
                     db.write_snapshot(scan.file_len)?;
@@ -452,6 +453,27 @@ impl Database {
         self.rows = snap.rows;
         self.matrix = snap.matrix;
         Ok(())
+    }
+
+    /// Vectors of a snapshot that is intact but out of date, keyed by example id, so a
+    /// model-based embedder re-embeds only what the snapshot lacks. None for corpus-dependent
+    /// embedders (they re-embed everything anyway) or an unreadable snapshot.
+    fn stale_vectors(&self) -> Option<HashMap<[u8; 32], Vec<f32>>> {
+        if self.embedder.corpus_dependent() {
+            return None;
+        }
+        let snap = Snapshot::read(&self.snapshot_path()).ok()?;
+        let dim = snap.header.dim;
+        if snap.header.embedder != self.meta.embedder || dim != self.embedder.dim() {
+            return None;
+        }
+        Some(
+            snap.rows
+                .iter()
+                .zip(snap.matrix.chunks_exact(dim))
+                .map(|(r, v)| (r.id, v.to_vec()))
+                .collect(),
+        )
     }
 
     /// Rebuilds rows and vectors from log frames. Vectors of a corpus-independent embedder are
