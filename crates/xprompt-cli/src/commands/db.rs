@@ -37,7 +37,7 @@ pub struct CommonArgs {
     /// Model directory for a database made with a model embedder (else XPROMPT_MINILM_DIR).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
-    /// The embedder you expect (`lexical`, `minilm[:<dir>]`); refused if the database was
+    /// The embedder you expect (`lexical`, `minilm[:<dir>]`, `clip:<dir>`); refused if the database was
     /// made with another one.
     #[arg(long)]
     pub embedder: Option<String>,
@@ -49,7 +49,8 @@ pub struct CommonArgs {
 #[derive(Args)]
 pub struct CreateArgs {
     pub db: PathBuf,
-    /// `lexical` (built in, default), `minilm:<dir>` or `minilm` (XPROMPT_MINILM_DIR).
+    /// `lexical` (built in, default), `minilm:<dir>`, `minilm` (XPROMPT_MINILM_DIR) or
+    /// `clip:<dir>` (a Hugging Face CLIP directory).
     #[arg(long, default_value = "lexical")]
     pub embedder: String,
     /// Lexical embedder dimension.

@@ -258,7 +258,7 @@ impl Database {
         log::create(&dir.join("log.xpl"))?;
         sync_dir(dir)?;
         let model_dir = match embedder {
-            EmbedderChoice::MiniLm(d) => Some(d.clone()),
+            EmbedderChoice::MiniLm(d) | EmbedderChoice::Clip(d) => Some(d.clone()),
             _ => None,
         };
         Self::open(
@@ -302,13 +302,16 @@ impl Database {
             let wanted_name = match choice {
                 EmbedderChoice::Lexical(_) => embed::lexical::NAME,
                 EmbedderChoice::MiniLm(_) => embed::bert::NAME,
+                EmbedderChoice::Clip(_) => embed::clip::NAME,
             };
             let same = match choice {
                 EmbedderChoice::Lexical(p) => {
                     meta.embedder.name == wanted_name
                         && serde_json::to_value(p).ok().as_ref() == Some(&meta.embedder.params)
                 }
-                EmbedderChoice::MiniLm(_) => meta.embedder.name == wanted_name,
+                EmbedderChoice::MiniLm(_) | EmbedderChoice::Clip(_) => {
+                    meta.embedder.name == wanted_name
+                }
             };
             if !same {
                 return Err(Error::EmbedderMismatch {
@@ -319,7 +322,7 @@ impl Database {
             }
         }
         let model_dir = opts.model_dir.clone().or(match &opts.embedder {
-            Some(EmbedderChoice::MiniLm(d)) => Some(d.clone()),
+            Some(EmbedderChoice::MiniLm(d) | EmbedderChoice::Clip(d)) => Some(d.clone()),
             _ => None,
         });
         let embedder = embed::from_spec(&meta.embedder, model_dir.as_deref(), dir)?;

@@ -109,9 +109,9 @@ impl RawBertConfig {
 
 /// A safetensors backend that records which tensors the model asked for, so loading can
 /// prove every checkpoint tensor was used.
-struct TrackedTensors {
-    tensors: HashMap<String, Tensor>,
-    used: Mutex<HashSet<String>>,
+pub(crate) struct TrackedTensors {
+    pub(crate) tensors: HashMap<String, Tensor>,
+    pub(crate) used: Mutex<HashSet<String>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for TrackedTensors {
@@ -300,7 +300,7 @@ pub struct BertEmbedder {
     fingerprint: String,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -451,7 +451,7 @@ impl BertEmbedder {
 }
 
 /// Lets the loader keep a handle on the backend after giving it to the VarBuilder.
-struct ArcBackend(std::sync::Arc<TrackedTensors>);
+pub(crate) struct ArcBackend(pub(crate) std::sync::Arc<TrackedTensors>);
 
 impl candle_nn::var_builder::SimpleBackend for ArcBackend {
     fn get(
@@ -473,7 +473,7 @@ impl candle_nn::var_builder::SimpleBackend for ArcBackend {
 }
 
 /// The safetensors header bytes (8-byte length + JSON) plus the file size.
-fn read_header(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_header(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let io = |source| Error::Io {
         path: path.to_path_buf(),

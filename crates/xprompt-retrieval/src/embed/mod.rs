@@ -3,10 +3,11 @@
 //! RAIE (X-Prompt Sec. 3.3) ranks database instructions by cosine similarity of their
 //! embeddings; the paper uses the CLIP ViT-B/32 text tower. Three implementations fit here:
 //! [`lexical`] (built in, the default, no download), [`bert`] (all-MiniLM-L6-v2 style
-//! sentence encoders from safetensors + tokenizer.json), and a CLIP text tower (not yet
-//! implemented; it would be one more `Embedder` with no corpus state, like `bert`).
+//! sentence encoders from safetensors + tokenizer.json) and [`clip`] (the CLIP text tower from a
+//! Hugging Face CLIP directory).
 
 pub mod bert;
+pub mod clip;
 pub mod lexical;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub enum EmbedderChoice {
     /// A BERT-style sentence encoder directory (config.json, model.safetensors,
     /// tokenizer.json), e.g. all-MiniLM-L6-v2.
     MiniLm(PathBuf),
+    /// A Hugging Face CLIP directory (e.g. openai/clip-vit-base-patch32).
+    Clip(PathBuf),
 }
 
 impl std::fmt::Display for EmbedderChoice {
@@ -75,6 +78,7 @@ impl std::fmt::Display for EmbedderChoice {
         match self {
             Self::Lexical(p) => write!(f, "{} (dim {})", lexical::NAME, p.dim),
             Self::MiniLm(dir) => write!(f, "{} from {}", bert::NAME, dir.display()),
+            Self::Clip(dir) => write!(f, "{} from {}", clip::NAME, dir.display()),
         }
     }
 }
@@ -91,9 +95,9 @@ impl EmbedderChoice {
                 )),
             },
             Some(("minilm", dir)) => Ok(Self::MiniLm(PathBuf::from(dir))),
+            Some(("clip", dir)) => Ok(Self::Clip(PathBuf::from(dir))),
             _ => Err(Error::InvalidInput(format!(
-                "unknown embedder `{s}` (expected `lexical`, `minilm` or `minilm:<dir>`; \
-                 the CLIP text encoder is not implemented yet)"
+                "unknown embedder `{s}` (expected `lexical`, `minilm`, `minilm:<dir>` or `clip:<dir>`)"
             ))),
         }
     }
@@ -102,6 +106,7 @@ impl EmbedderChoice {
         match self {
             Self::Lexical(p) => Ok(Box::new(lexical::LexicalEmbedder::new(p.clone())?)),
             Self::MiniLm(dir) => Ok(Box::new(bert::BertEmbedder::load(dir)?)),
+            Self::Clip(dir) => Ok(Box::new(clip::ClipTextEmbedder::load(dir)?)),
         }
     }
 }
@@ -126,6 +131,15 @@ pub fn from_spec(
                 what: format!("db.json: bad lexical embedder parameters: {e}"),
             })?;
         Box::new(lexical::LexicalEmbedder::new(params)?)
+    } else if spec.name == clip::NAME {
+        let dir = model_dir.ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "database {} uses embedder {}; give its CLIP directory (--model-dir)",
+                db.display(),
+                spec
+            ))
+        })?;
+        Box::new(clip::ClipTextEmbedder::load(dir)?)
     } else if spec.name == bert::NAME {
         let dir = match model_dir {
             Some(d) => d.to_path_buf(),
