@@ -3,7 +3,7 @@
 //! (nearest x2 + conv). Reference: taming `modules/diffusionmodules/model.py`, identical to
 //! Lumina-mGPT `chameleon_vae_ori/vqgan.py` (CHAMELEON_LUMINA.md §4.2).
 use crate::config::{NORM_EPS, NORM_GROUPS};
-use crate::nn::{pad_right_bottom, softmax_last_dim, swish, Conv2d, GroupNorm};
+use crate::nn::{pad_right_bottom, softmax_last_dim, Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -44,8 +44,8 @@ impl Module for ResnetBlock {
     /// # Shapes
     /// `(B, C_in, H, W) -> (B, C_out, H, W)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&swish(&self.norm1.forward(x)?)?)?;
-        let h = self.conv2.forward(&swish(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_swish(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_swish(&h)?)?;
         let x = match &self.nin_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -5,7 +5,7 @@
 //! Reference: taming `modules/diffusionmodules/model.py::Decoder` (CHAMELEON_LUMINA.md §4.2).
 use crate::blocks::{normalize, AttnBlock, ResnetBlock, Upsample};
 use crate::config::VqganConfig;
-use crate::nn::{swish, Conv2d, GroupNorm};
+use crate::nn::{Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -103,9 +103,7 @@ impl Module for Decoder {
                 h = u.forward(&h)?;
             }
         }
-        let h = self
-            .conv_out
-            .forward(&swish(&self.norm_out.forward(&h)?)?)?;
+        let h = self.conv_out.forward(&self.norm_out.forward_swish(&h)?)?;
         if self.tanh_out {
             h.tanh()
         } else {

@@ -4,7 +4,7 @@
 //! Reference: taming `modules/diffusionmodules/model.py::Encoder` (CHAMELEON_LUMINA.md §4.2).
 use crate::blocks::{normalize, AttnBlock, Downsample, ResnetBlock};
 use crate::config::VqganConfig;
-use crate::nn::{swish, Conv2d, GroupNorm};
+use crate::nn::{Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -99,7 +99,7 @@ impl Module for Encoder {
         h = self.mid_block_1.forward(&h)?;
         h = self.mid_attn_1.forward(&h)?;
         h = self.mid_block_2.forward(&h)?;
-        let h = swish(&self.norm_out.forward(&h)?)?;
+        let h = self.norm_out.forward_swish(&h)?;
         self.conv_out.forward(&h)
     }
 }

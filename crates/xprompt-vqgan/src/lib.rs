@@ -12,6 +12,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod fast;
 pub mod image_io;
 pub mod metrics;
 pub mod model;

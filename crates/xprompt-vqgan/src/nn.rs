@@ -44,6 +44,13 @@ impl Module for Conv2d {
     /// # Shapes
     /// `(B, C_in, H, W) -> (B, C_out, H', W')`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.padding == 1
+            && self.stride == 1
+            && self.weight.dim(2)? == 3
+            && crate::fast::eligible(&[x, &self.weight, &self.bias])
+        {
+            return crate::fast::conv3x3_same(&x.contiguous()?, &self.weight, &self.bias);
+        }
         let y = if self.weight.dim(2)? == 1 && self.padding == 0 && self.stride == 1 {
             // 1x1 conv as a matmul: (C_out, C_in) x (B, C_in, HW)
             let (b, c, h, w) = x.dims4()?;
@@ -80,10 +87,37 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// `swish(self.forward(x))`, fused when no gradient is tracked.
+    pub fn forward_swish(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::fast::eligible(&[x, &self.weight, &self.bias]) {
+            return crate::fast::group_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.groups,
+                self.eps,
+                true,
+            );
+        }
+        swish(&self.forward(x)?)
+    }
+}
+
 impl Module for GroupNorm {
     /// # Shapes
     /// `(B, C, H, W) -> (B, C, H, W)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::fast::eligible(&[x, &self.weight, &self.bias]) {
+            return crate::fast::group_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.groups,
+                self.eps,
+                false,
+            );
+        }
         let (b, c, h, w) = x.dims4()?;
         let n = (c / self.groups * h * w) as f64;
         // (B, C, H, W) -> (B, G, C/G*H*W)

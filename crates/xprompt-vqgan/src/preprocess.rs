@@ -245,7 +245,7 @@ pub fn preprocess_for_unit(
     offset: CropOffset,
     max_pixels: u64,
 ) -> Result<U8Image> {
-    if unit == 0 || size < unit || size % unit != 0 {
+    if unit == 0 || size < unit || !size.is_multiple_of(unit) {
         return Err(VqganError::Input(format!(
             "image size {size} px is not a positive multiple of the {unit}-pixel size unit"
         )));

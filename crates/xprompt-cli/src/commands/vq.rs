@@ -315,7 +315,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         None => {
             let cfg = xprompt_vqgan::train::preset(&a.preset)?;
             (
-                xprompt_vqgan::train::random_model(&cfg, 0, &dev)?.0,
+                xprompt_vqgan::train::random_inference_model(&cfg, 0, &dev)?,
                 format!("preset {}", a.preset),
             )
         }

@@ -99,3 +99,16 @@ pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// A freshly initialised model for inference only: the same values as [`random_model`], but
+/// held as plain tensors (no gradient tracking), so the fast CPU kernels apply.
+pub fn random_inference_model(cfg: &VqganConfig, seed: u64, dev: &Device) -> Result<Vqgan> {
+    let (_, varmap) = random_model(cfg, seed, dev)?;
+    let tensors = sorted_vars(&varmap)
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().detach()))
+        .collect();
+    let (model, _) =
+        crate::checkpoint::build_from_tensors(cfg, tensors, std::path::Path::new("<random>"), dev)?;
+    Ok(model)
+}

@@ -17,5 +17,5 @@ pub mod step;
 pub mod trainer;
 
 pub use config::{preset, TrainConfig};
-pub use init::random_model;
+pub use init::{random_inference_model, random_model};
 pub use trainer::{train, Progress, TrainOptions, TrainSummary};
