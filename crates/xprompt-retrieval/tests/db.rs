@@ -370,3 +370,30 @@ fn hnsw_search_agrees_with_exact_on_a_small_database() {
     assert_eq!(a.len(), 2);
     assert!(a.iter().all(|h| h.example.content.task == "weather"));
 }
+
+#[test]
+fn training_neighbours_exclude_the_example_itself() {
+    let t = tempfile::tempdir().unwrap();
+    let mut db = filled(t.path());
+    let pairs = db.training_neighbours(2).unwrap();
+    assert_eq!(pairs.len(), INSTRUCTIONS.len());
+    let examples = db.examples().unwrap();
+    for ((id, ns), ex) in pairs.iter().zip(&examples) {
+        assert_eq!(id, &ex.id);
+        assert_eq!(ns.len(), 2);
+        assert!(ns.iter().all(|(n, _)| n != id));
+        assert!(ns[0].1 >= ns[1].1);
+    }
+    // Same answer as searching with the example's own instruction and dropping it.
+    for ((id, ns), ex) in pairs.iter().zip(&examples) {
+        let hits = db
+            .search(&ex.content.instruction, 3, None, SearchMode::Exact)
+            .unwrap();
+        let others: Vec<&str> = hits
+            .iter()
+            .map(|h| h.example.id.as_str())
+            .filter(|h| h != id)
+            .collect();
+        assert_eq!(ns[0].0, others[0], "{}", ex.content.instruction);
+    }
+}

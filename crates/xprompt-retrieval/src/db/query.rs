@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{id_bytes, Database};
+use crate::store::blobs::hex;
 
 /// Below this many rows an exact scan (under a millisecond per query at 10k x 384) is
 /// always used.
@@ -165,6 +166,32 @@ impl Database {
                 what: format!("record at byte {offset} is not an example"),
             }),
         }
+    }
+
+    /// RAIE training pairs (paper Sec. 3.3): for every example, its `k` nearest neighbours by
+    /// instruction, excluding itself. Uses the stored vectors (no re-embedding) and builds the
+    /// HNSW graph first when that pays for one query per example ([`Database::maybe_build_ann`]).
+    /// Returns (example id, [(neighbour id, cosine)]) in database order.
+    pub fn training_neighbours(&mut self, k: usize) -> Result<Vec<(String, Vec<(String, f32)>)>> {
+        if self.dirty {
+            return Err(Error::InvalidInput(
+                "uncommitted changes: call commit() first".into(),
+            ));
+        }
+        self.maybe_build_ann(self.rows.len());
+        let dim = self.embedder.dim();
+        let mut out = Vec::with_capacity(self.rows.len());
+        for (row, v) in self.matrix.chunks_exact(dim).enumerate() {
+            let hits = self.search_vector(v, k + 1, None, SearchMode::Auto);
+            let neighbours = hits
+                .into_iter()
+                .filter(|h| h.row != row)
+                .take(k)
+                .map(|h| (hex(&self.rows[h.row].id), h.score))
+                .collect();
+            out.push((hex(&self.rows[row].id), neighbours));
+        }
+        Ok(out)
     }
 
     /// The live example with this id (or unique prefix).
