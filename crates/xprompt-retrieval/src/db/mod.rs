@@ -17,7 +17,7 @@ mod query;
 mod verify;
 
 pub use import::{ImportReport, ManifestLine};
-pub use query::{SearchHit, SearchMode, Stats, ANN_MIN_ROWS};
+pub use query::{Neighbours, SearchHit, SearchMode, Stats, ANN_MIN_ROWS};
 pub use verify::VerifyReport;
 
 use std::collections::HashMap;

@@ -38,6 +38,9 @@ pub enum SearchMode {
 }
 
 /// `db stats`.
+/// (example id, cosine) pairs, best first.
+pub type Neighbours = Vec<(String, f32)>;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub path: PathBuf,
@@ -172,7 +175,7 @@ impl Database {
     /// instruction, excluding itself. Uses the stored vectors (no re-embedding) and builds the
     /// HNSW graph first when that pays for one query per example ([`Database::maybe_build_ann`]).
     /// Returns (example id, [(neighbour id, cosine)]) in database order.
-    pub fn training_neighbours(&mut self, k: usize) -> Result<Vec<(String, Vec<(String, f32)>)>> {
+    pub fn training_neighbours(&mut self, k: usize) -> Result<Vec<(String, Neighbours)>> {
         if self.dirty {
             return Err(Error::InvalidInput(
                 "uncommitted changes: call commit() first".into(),
