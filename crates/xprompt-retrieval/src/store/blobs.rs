@@ -92,7 +92,11 @@ impl BlobStore {
         let tmp_dir = self.root.join("tmp");
         fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
         let shard = dest.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        if !shard.is_dir() {
+            fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+            // The new shard directory's own entry must be durable too.
+            sync_dir(&self.root)?;
+        }
         let tmp = tmp_dir.join(format!("{name}.{}.tmp", std::process::id()));
         {
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
