@@ -5,8 +5,10 @@
 //! (CHAMELEON_LUMINA.md §1.2–1.3). GQA is computed by folding the query heads of a group
 //! into the sequence axis, so keys and values are never repeated in memory.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::linear::Linear;
 
 use super::kv_cache::KvCache;
 use crate::config::{ChameleonConfig, QK_NORM_EPS};
@@ -73,6 +75,7 @@ pub fn linear(
     out_dim: usize,
     bias: bool,
     std: f64,
+    mode: OpsMode,
     vb: VarBuilder,
 ) -> Result<Linear> {
     let w = vb.get_with_hints(
@@ -88,7 +91,7 @@ pub fn linear(
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    Ok(Linear::new(candle_nn::Linear::new(w, b), mode))
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +108,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(cfg: &ChameleonConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let kv = cfg.num_key_value_heads * d;
         let std = cfg.initializer_range;
@@ -115,15 +118,17 @@ impl Attention {
                 cfg.num_attention_heads * d,
                 cfg.attention_bias,
                 std,
+                mode,
                 vb.pp("q_proj"),
             )?,
-            k_proj: linear(h, kv, cfg.attention_bias, std, vb.pp("k_proj"))?,
-            v_proj: linear(h, kv, cfg.attention_bias, std, vb.pp("v_proj"))?,
+            k_proj: linear(h, kv, cfg.attention_bias, std, mode, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv, cfg.attention_bias, std, mode, vb.pp("v_proj"))?,
             o_proj: linear(
                 cfg.num_attention_heads * d,
                 h,
                 cfg.attention_bias,
                 std,
+                mode,
                 vb.pp("o_proj"),
             )?,
             q_norm: HeadNorm::new(cfg.num_attention_heads, d, vb.pp("q_norm"))?,

@@ -4,7 +4,9 @@
 //! (CHAMELEON_LUMINA.md §1.2, §1.4, §1.5).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
+
+use super::linear::Linear;
 
 use super::attention::{causal_bias, Attention};
 use super::kv_cache::KvCache;
@@ -42,10 +44,10 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    pub fn new(cfg: &ChameleonConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            self_attn: Attention::new(cfg, mode, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, mode, vb.pp("mlp"))?,
             input_layernorm: RmsNorm::new(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
@@ -189,23 +191,21 @@ impl ChameleonModel {
             },
         )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
+            .map(|i| DecoderLayer::new(cfg, mode, m.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings {
-            Linear::new(embed.clone(), None)
+            Linear::new(candle_nn::Linear::new(embed.clone(), None), mode)
         } else {
-            Linear::new(
-                vb.get_with_hints(
-                    (cfg.vocab_size, cfg.hidden_size),
-                    "lm_head.weight",
-                    Init::Randn {
-                        mean: 0.0,
-                        stdev: cfg.initializer_range,
-                    },
-                )?,
-                None,
-            )
+            let w = vb.get_with_hints(
+                (cfg.vocab_size, cfg.hidden_size),
+                "lm_head.weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: cfg.initializer_range,
+                },
+            )?;
+            Linear::new(candle_nn::Linear::new(w, None), mode)
         };
         // inv_freq[i] = θ^(−2i/D), in f32 as transformers computes it.
         let d = cfg.head_dim;

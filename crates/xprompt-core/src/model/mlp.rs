@@ -1,11 +1,13 @@
 //! SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))` (`ChameleonMLP`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::linear::Linear;
 
 use super::attention::linear;
 use crate::config::ChameleonConfig;
-use crate::ops;
+use crate::ops::{self, OpsMode};
 
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -15,16 +17,16 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(cfg: &ChameleonConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
         let (h, i, std) = (
             cfg.hidden_size,
             cfg.intermediate_size,
             cfg.initializer_range,
         );
         Ok(Self {
-            gate_proj: linear(h, i, cfg.mlp_bias, std, vb.pp("gate_proj"))?,
-            up_proj: linear(h, i, cfg.mlp_bias, std, vb.pp("up_proj"))?,
-            down_proj: linear(i, h, cfg.mlp_bias, std, vb.pp("down_proj"))?,
+            gate_proj: linear(h, i, cfg.mlp_bias, std, mode, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, cfg.mlp_bias, std, mode, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, cfg.mlp_bias, std, mode, vb.pp("down_proj"))?,
         })
     }
 }

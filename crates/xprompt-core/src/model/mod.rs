@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod decoder;
 pub mod kv_cache;
+pub mod linear;
 pub mod mlp;
 
 pub use decoder::{positions, ChameleonModel, ModelCache, Visibility};
