@@ -11,6 +11,7 @@
 //! steps = 2000
 //! batch_size = 8
 //! crop = 64          # training crops are crop x crop pixels
+//! short_side = 256   # images resized to this short side first (default 4 x crop)
 //! lr = 2e-4
 //! recon_loss = "l1"  # or "l2"
 //! ```
@@ -75,6 +76,7 @@ pub struct RawTrainSection {
     pub steps: Option<u64>,
     pub batch_size: Option<usize>,
     pub crop: Option<usize>,
+    pub short_side: Option<usize>,
     pub lr: Option<f64>,
     pub warmup_steps: Option<u64>,
     pub beta1: Option<f64>,
@@ -116,6 +118,8 @@ pub struct TrainConfig {
     pub steps: u64,
     pub batch_size: usize,
     pub crop: usize,
+    /// Images are resized so their short side is this (≥ crop) before random cropping.
+    pub short_side: usize,
     pub lr: f64,
     pub warmup_steps: u64,
     pub beta1: f64,
@@ -184,6 +188,7 @@ impl RawTrainConfig {
             steps: t.steps.unwrap_or(2000),
             batch_size: t.batch_size.unwrap_or(8),
             crop: t.crop.unwrap_or(64),
+            short_side: t.short_side.unwrap_or(4 * t.crop.unwrap_or(64)),
             lr: t.lr.unwrap_or(2e-4),
             warmup_steps: t.warmup_steps.unwrap_or(50),
             beta1: t.beta1.unwrap_or(0.5),
@@ -206,6 +211,12 @@ impl RawTrainConfig {
             return bad(format!(
                 "train.crop {} must be a positive multiple of the downsampling factor {f}",
                 cfg.crop
+            ));
+        }
+        if cfg.short_side < cfg.crop {
+            return bad(format!(
+                "train.short_side {} must be at least train.crop {}",
+                cfg.short_side, cfg.crop
             ));
         }
         if cfg.batch_size == 0 || cfg.steps == 0 {
@@ -259,6 +270,7 @@ impl TrainConfig {
                 steps: Some(self.steps),
                 batch_size: Some(self.batch_size),
                 crop: Some(self.crop),
+                short_side: Some(self.short_side),
                 lr: Some(self.lr),
                 warmup_steps: Some(self.warmup_steps),
                 beta1: Some(self.beta1),

@@ -1,7 +1,7 @@
 //! Training images: a directory (searched recursively for .png/.jpg/.jpeg) or a text file
 //! listing one path per line (relative paths are relative to the list; `#` comments). Images
-//! are decoded once (alpha whitened as Lumina does), resized so the short side equals the
-//! crop (Pillow bicubic), and kept in memory. Batches are a pure function of (seed, step):
+//! are decoded once (alpha whitened as Lumina does), resized so the short side equals
+//! `short_side` (Pillow bicubic), and kept in memory. Batches are a pure function of (seed, step):
 //! an epoch-wise permutation, random crop offsets and horizontal flips, so resume is exact.
 use crate::error::{Result, VqganError};
 use crate::image_io::{load_image, U8Image};
@@ -71,9 +71,9 @@ pub struct Dataset {
     pub skipped: Vec<String>,
 }
 
-fn prepare(path: &Path, crop: usize, max_pixels: u64) -> Result<U8Image> {
+fn prepare(path: &Path, crop: usize, short: usize, max_pixels: u64) -> Result<U8Image> {
     let img = whiten(&load_image(path, max_pixels)?.image);
-    let s = crop as f64 / img.width.min(img.height) as f64;
+    let s = short as f64 / img.width.min(img.height) as f64;
     let w = ((img.width as f64 * s).round_ties_even() as usize).max(crop);
     let h = ((img.height as f64 * s).round_ties_even() as usize).max(crop);
     if w as u64 * h as u64 > max_pixels {
@@ -91,6 +91,7 @@ impl Dataset {
     pub fn load(
         paths: &[PathBuf],
         crop: usize,
+        short_side: usize,
         holdout: usize,
         seed: u64,
         max_pixels: u64,
@@ -101,7 +102,7 @@ impl Dataset {
         let mut held = Vec::new();
         let mut skipped = Vec::new();
         for p in order {
-            match prepare(p, crop, max_pixels) {
+            match prepare(p, crop, short_side.max(crop), max_pixels) {
                 Ok(img) if held.len() < holdout => held.push(img),
                 Ok(img) => train.push(img),
                 Err(e) => {

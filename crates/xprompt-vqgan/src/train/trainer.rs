@@ -236,7 +236,14 @@ pub fn train(
     write_atomic(&tdir.join("config.toml"), cfg_toml.as_bytes())?;
 
     let paths = list_images(images)?;
-    let data = Dataset::load(&paths, cfg.crop, cfg.holdout, cfg.seed, opts.max_pixels)?;
+    let data = Dataset::load(
+        &paths,
+        cfg.crop,
+        cfg.short_side,
+        cfg.holdout,
+        cfg.seed,
+        opts.max_pixels,
+    )?;
     let held = data.holdout_crops(cfg.crop);
     let mut log = io(
         &tdir.join("log.jsonl"),
