@@ -35,7 +35,7 @@ fn write_images(dir: &Path, n: usize) {
 
 fn tiny_cfg(steps: u64) -> TrainConfig {
     TrainConfig::from_toml_str(&format!(
-        "[model]\npreset = \"tiny\"\n[train]\nsteps = {steps}\nbatch_size = 4\ncrop = 16\nlr = 2e-3\n\
+        "[model]\npreset = \"tiny\"\n[train]\nsteps = {steps}\nbatch_size = 4\ncrop = 16\nshort_side = 16\nlr = 2e-3\n\
          warmup_steps = 0\nholdout = 1\neval_every = 1000\ncheckpoint_every = 1000\nlog_every = 1\nreseed_every = 10\n"
     ))
     .unwrap()
