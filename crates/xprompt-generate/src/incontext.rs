@@ -58,7 +58,8 @@ pub enum Answer {
 #[derive(Debug, Clone)]
 pub struct Example {
     pub instruction: Option<String>,
-    pub input: ImageGrid,
+    /// Input images (none for text-to-image examples, two for difference descriptions).
+    pub inputs: Vec<ImageGrid>,
     pub output: Answer,
 }
 
@@ -145,10 +146,12 @@ impl<'a> PromptBuilder<'a> {
         Ok(ids)
     }
 
-    /// `[instruction] input SEP output SEP`.
+    /// `[instruction] inputs… SEP output SEP`.
     pub fn example_ids(&self, e: &Example) -> Result<Vec<u32>> {
         let mut ids = self.instruction(&e.instruction)?;
-        ids.extend(self.format.encode(&e.input)?);
+        for g in &e.inputs {
+            ids.extend(self.format.encode(g)?);
+        }
         ids.push(self.format.vocab.separator);
         ids.extend(self.answer_ids(&e.output)?);
         Ok(ids)

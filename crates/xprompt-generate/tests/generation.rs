@@ -36,7 +36,7 @@ fn compiled(engine: &Engine, vocab: &Vocabulary, mode: PromptMode) -> (TaskConte
     };
     let examples = vec![Example {
         instruction: None,
-        input: grid(1),
+        inputs: vec![grid(1)],
         output: Answer::Image(grid(2)),
     }];
     let examples = if mode == PromptMode::ZeroShot {
@@ -264,7 +264,7 @@ fn prompt_modes_need_the_right_examples() {
     assert!(err.contains("at least one example"), "{err}");
     let ex = vec![Example {
         instruction: None,
-        input: grid(1),
+        inputs: vec![grid(1)],
         output: Answer::Image(grid(2)),
     }];
     let err = builder
@@ -274,7 +274,7 @@ fn prompt_modes_need_the_right_examples() {
     assert!(err.contains("no X-Prompt tokens"), "{err}");
     let ex_text = vec![Example {
         instruction: Some("make it red".into()),
-        input: grid(1),
+        inputs: vec![grid(1)],
         output: Answer::Image(grid(2)),
     }];
     let err = builder

@@ -283,7 +283,7 @@ fn incontext(a: IncontextArgs) -> Result<()> {
             .map(|i| -> Result<Example> {
                 Ok(Example {
                     instruction: None,
-                    input: grid(2 * i)?,
+                    inputs: vec![grid(2 * i)?],
                     output: Answer::Image(grid(2 * i + 1)?),
                 })
             })
@@ -316,7 +316,7 @@ fn incontext(a: IncontextArgs) -> Result<()> {
     // Whole images: time to first row and seconds per image, without and with batched CFG.
     let examples = vec![Example {
         instruction: None,
-        input: grid(0)?,
+        inputs: vec![grid(0)?],
         output: Answer::Image(grid(1)?),
     }];
     let ctx = engine.compile(

@@ -134,7 +134,7 @@ fn load_examples(
         };
         examples.push(Example {
             instruction: a.example_instruction.clone(),
-            input: grid,
+            inputs: vec![grid],
             output,
         });
         hashes.push(h);
@@ -162,7 +162,10 @@ fn compile(p: &Pipeline, a: &ExampleArgs) -> Result<(TaskContext, TaskMeta, Vec<
         xprompt_len: ctx.xprompt_len,
         num_layers: p.model.config().num_hidden_layers,
         example_hashes: hashes,
-        grid: examples.first().map(|e| (e.input.rows, e.input.cols)),
+        grid: examples
+            .first()
+            .and_then(|e| e.inputs.first())
+            .map(|g| (g.rows, g.cols)),
     };
     Ok((ctx, meta, examples))
 }

@@ -1,0 +1,449 @@
+//! The training loop: sample → pack → masked forward (differentiable ops) → CE + z-loss →
+//! backward → gradient accumulation → AdamW step, with a warm-up + cosine schedule, periodic
+//! validation, JSONL metrics, and atomic, resumable checkpoints.
+//!
+//! Resume is bit-exact: a checkpoint holds the weights, the optimiser moments, the RNG's seed
+//! and word position, the epoch order and the data cursor, so `k` steps + resume + `N − k`
+//! steps equal `N` steps (tested). Weights are initialised from the seeded RNG too, so a run is
+//! reproducible from its config alone. (Residual dropout uses candle's unseeded CPU RNG, so
+//! runs with dropout > 0 are not bit-reproducible.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use xprompt_core::config::ChameleonConfig;
+use xprompt_core::model::ChameleonModel;
+use xprompt_core::ops::OpsMode;
+use xprompt_core::sequence::ImageFormat;
+use xprompt_core::tokenizer::TextTokenizer;
+use xprompt_core::vocab::Vocabulary;
+use xprompt_generate::incontext::PromptBuilder;
+
+use crate::error::{Result, TrainError};
+use crate::loss::loss;
+use crate::optim::{learning_rate, AdamW, AdamWConfig};
+use crate::packing::pack;
+use crate::sample::{Sample, SampleBuilder, SampleConfig, TaskItem};
+
+/// The `[train]` section of the experiment config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    pub steps: u64,
+    /// Samples per micro-batch.
+    pub batch_samples: usize,
+    pub grad_accum: usize,
+    /// Tokens per packed row.
+    pub context_len: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup: u64,
+    pub z_loss: f64,
+    pub dropout: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub keep_last: usize,
+    pub log_every: u64,
+    pub val_every: u64,
+    /// Validation samples per evaluation (fixed: drawn with a fixed seed).
+    pub val_samples: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_samples: 8,
+            grad_accum: 1,
+            context_len: 1024,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup: 50,
+            z_loss: 1e-5,
+            dropout: 0.0,
+            seed: 0,
+            checkpoint_every: 100,
+            keep_last: 3,
+            log_every: 10,
+            val_every: 100,
+            val_samples: 64,
+        }
+    }
+}
+
+/// One optimiser step's measurements (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub loss: f32,
+    pub ce: f32,
+    pub z: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub targets: usize,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_ce: Option<f32>,
+}
+
+/// What a checkpoint records besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    cursor: usize,
+    order: Vec<usize>,
+    rng_seed: [u8; 32],
+    rng_stream: u64,
+    rng_word_pos: String,
+    settings: TrainSettings,
+    sample: SampleConfig,
+}
+
+/// Everything the prompt builder needs, owned.
+pub struct PromptContext {
+    pub vocab: Vocabulary,
+    pub tokenizer: Option<TextTokenizer>,
+}
+
+pub struct Trainer {
+    pub model: ChameleonModel,
+    pub varmap: VarMap,
+    pub cfg: ChameleonConfig,
+    opt: AdamW,
+    train: Vec<TaskItem>,
+    val: Vec<TaskItem>,
+    pub sample_config: SampleConfig,
+    pub settings: TrainSettings,
+    prompt: PromptContext,
+    rng: ChaCha8Rng,
+    order: Vec<usize>,
+    cursor: usize,
+    pub step: u64,
+}
+
+/// Seeded initialisation (transformers' scheme): norms 1, biases 0, other weights
+/// normal(0, initializer_range); names visited in sorted order so the result depends only on
+/// the seed.
+pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
+    use rand_distr::{Distribution, Normal};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1417);
+    let normal = Normal::new(0f32, std as f32).map_err(|e| TrainError::Data(e.to_string()))?;
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = if name.contains("norm") && name.ends_with("weight") {
+            vec![1.0; n]
+        } else if name.ends_with("bias") {
+            vec![0.0; n]
+        } else {
+            (0..n).map(|_| normal.sample(&mut rng)).collect()
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
+}
+
+impl Trainer {
+    /// A fresh model (seeded init) over `train` / `val` items.
+    pub fn new(
+        cfg: &ChameleonConfig,
+        prompt: PromptContext,
+        train: Vec<TaskItem>,
+        val: Vec<TaskItem>,
+        sample_config: SampleConfig,
+        settings: TrainSettings,
+        optim: AdamWConfig,
+    ) -> Result<Self> {
+        if train.is_empty() {
+            return Err(TrainError::Data("the training set is empty".into()));
+        }
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let mut model = ChameleonModel::new(cfg, vb, OpsMode::Differentiable)?;
+        model.set_residual_dropout(settings.dropout);
+        init_weights(&varmap, cfg.initializer_range, settings.seed)?;
+        let mut params: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .expect("varmap")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let opt = AdamW::new(params, optim)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        Ok(Self {
+            model,
+            varmap,
+            cfg: cfg.clone(),
+            opt,
+            train,
+            val,
+            sample_config,
+            settings,
+            prompt,
+            rng,
+            order,
+            cursor: 0,
+            step: 0,
+        })
+    }
+
+    fn builder(&self) -> PromptBuilder<'_> {
+        PromptBuilder {
+            format: ImageFormat::new(&self.prompt.vocab, self.cfg.geometry),
+            tokenizer: self.prompt.tokenizer.as_ref(),
+        }
+    }
+
+    fn next_samples(&mut self, n: usize) -> Result<Vec<Sample>> {
+        let sb = SampleBuilder::new(&self.train, self.sample_config.clone())?;
+        let builder = PromptBuilder {
+            format: ImageFormat::new(&self.prompt.vocab, self.cfg.geometry),
+            tokenizer: self.prompt.tokenizer.as_ref(),
+        };
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            if self.cursor == self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.cursor = 0;
+            }
+            let idx = self.order[self.cursor];
+            self.cursor += 1;
+            let s = sb.build(idx, &builder, &mut self.rng)?;
+            if s.len() > self.settings.context_len {
+                return Err(TrainError::Data(format!(
+                    "item {} makes a sample of {} tokens, longer than context_len {}",
+                    self.train[idx].id,
+                    s.len(),
+                    self.settings.context_len
+                )));
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// One optimiser step (with gradient accumulation).
+    pub fn train_step(&mut self) -> Result<StepMetrics> {
+        let t0 = Instant::now();
+        let s = self.settings.clone();
+        let lr = learning_rate(self.step, s.steps, s.warmup, s.lr, s.min_lr);
+        let pad = self.prompt.vocab.pad.unwrap_or(0);
+        let mut grads_sum: Option<candle_core::backprop::GradStore> = None;
+        let (mut ce, mut z, mut total, mut tokens, mut targets) = (0f32, 0f32, 0f32, 0, 0);
+        for _ in 0..s.grad_accum.max(1) {
+            let samples = self.next_samples(s.batch_samples)?;
+            let batch = pack(&samples, s.context_len, pad, &Device::Cpu)?;
+            let parts = loss(&self.model, &batch, s.z_loss)?;
+            let scaled = (&parts.total / s.grad_accum.max(1) as f64)?;
+            let grads = scaled.backward()?;
+            grads_sum = Some(match grads_sum {
+                None => grads,
+                Some(mut acc) => {
+                    for var in self.varmap.all_vars() {
+                        if let Some(g) = grads.get(var.as_tensor()) {
+                            let sum = match acc.get(var.as_tensor()) {
+                                Some(a) => (a + g)?,
+                                None => g.clone(),
+                            };
+                            acc.insert(var.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+            ce += parts.ce / s.grad_accum.max(1) as f32;
+            z += parts.z / s.grad_accum.max(1) as f32;
+            total += parts.total.to_scalar::<f32>()? / s.grad_accum.max(1) as f32;
+            tokens += batch.tokens;
+            targets += batch.targets;
+        }
+        let grads = grads_sum.expect("at least one micro-batch");
+        let grad_norm = self.opt.step(&grads, lr)?;
+        self.step += 1;
+        Ok(StepMetrics {
+            step: self.step,
+            loss: total,
+            ce,
+            z,
+            lr,
+            grad_norm,
+            tokens,
+            targets,
+            seconds: t0.elapsed().as_secs_f64(),
+            val_ce: None,
+        })
+    }
+
+    /// Mean answer cross-entropy over a fixed validation draw (seeded, independent of training).
+    pub fn validate(&self) -> Result<Option<f32>> {
+        if self.val.is_empty() || self.settings.val_samples == 0 {
+            return Ok(None);
+        }
+        let sb = SampleBuilder::new(&self.val, self.sample_config.clone())?;
+        let builder = self.builder();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x0a11_da7e);
+        let pad = self.prompt.vocab.pad.unwrap_or(0);
+        let (mut sum, mut count) = (0f64, 0usize);
+        let n = self.settings.val_samples;
+        let per = self.settings.batch_samples.max(1);
+        let mut i = 0;
+        while i < n {
+            let samples: Vec<Sample> = (i..(i + per).min(n))
+                .map(|k| sb.build(k % self.val.len(), &builder, &mut rng))
+                .collect::<Result<_>>()?;
+            let batch = pack(&samples, self.settings.context_len, pad, &Device::Cpu)?;
+            let parts = loss(&self.model, &batch, 0.0)?;
+            sum += parts.ce as f64 * batch.targets as f64;
+            count += batch.targets;
+            i += per;
+        }
+        Ok(Some((sum / count.max(1) as f64) as f32))
+    }
+
+    /// Writes `dir/ckpt-{step:06}` atomically (a temporary directory renamed into place) and
+    /// keeps the newest `keep_last`.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let final_dir = dir.join(format!("ckpt-{:06}", self.step));
+        let tmp = dir.join(format!(".ckpt-{:06}.tmp", self.step));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        self.varmap.save(tmp.join("model.safetensors"))?;
+        self.opt.save(&tmp.join("optimizer.safetensors"))?;
+        let state = TrainerState {
+            step: self.step,
+            cursor: self.cursor,
+            order: self.order.clone(),
+            rng_seed: self.rng.get_seed(),
+            rng_stream: self.rng.get_stream(),
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+            settings: self.settings.clone(),
+            sample: self.sample_config.clone(),
+        };
+        let json = serde_json::to_string(&state).map_err(|e| TrainError::Data(e.to_string()))?;
+        write_synced(&tmp.join("state.json"), json.as_bytes())?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        let mut all = list_checkpoints(dir)?;
+        while all.len() > self.settings.keep_last.max(1) {
+            let old = all.remove(0);
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        }
+        Ok(final_dir)
+    }
+
+    /// Restores weights, optimiser, RNG and data cursor from a checkpoint directory.
+    pub fn load_checkpoint(&mut self, ckpt: &Path) -> Result<()> {
+        let bad = |why: String| TrainError::Checkpoint {
+            path: ckpt.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(ckpt.join("state.json"))
+            .map_err(|e| bad(format!("state.json: {e}")))?;
+        let state: TrainerState =
+            serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+        if state.order.len() != self.train.len() {
+            return Err(bad(format!(
+                "it was trained on {} items, this run has {} (different data?)",
+                state.order.len(),
+                self.train.len()
+            )));
+        }
+        self.varmap
+            .load(ckpt.join("model.safetensors"))
+            .map_err(|e| bad(e.to_string()))?;
+        self.opt
+            .load(&ckpt.join("optimizer.safetensors"), state.step)?;
+        let mut rng = ChaCha8Rng::from_seed(state.rng_seed);
+        rng.set_stream(state.rng_stream);
+        rng.set_word_pos(
+            state
+                .rng_word_pos
+                .parse::<u128>()
+                .map_err(|e| bad(e.to_string()))?,
+        );
+        self.rng = rng;
+        self.order = state.order;
+        self.cursor = state.cursor;
+        self.step = state.step;
+        Ok(())
+    }
+
+    /// Runs until `settings.steps`, logging, validating and checkpointing into `dir`.
+    pub fn run(&mut self, dir: &Path, on_step: &mut dyn FnMut(&StepMetrics)) -> Result<()> {
+        let metrics_path = dir.join("metrics.jsonl");
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| TrainError::io(&metrics_path, e))?;
+        while self.step < self.settings.steps {
+            let mut m = self.train_step()?;
+            let s = &self.settings;
+            if s.val_every > 0 && (self.step % s.val_every == 0 || self.step == s.steps) {
+                m.val_ce = self.validate()?;
+            }
+            if s.log_every > 0
+                && (self.step % s.log_every == 0 || m.val_ce.is_some() || self.step == s.steps)
+            {
+                let line =
+                    serde_json::to_string(&m).map_err(|e| TrainError::Data(e.to_string()))?;
+                writeln!(metrics, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
+            }
+            on_step(&m);
+            if (s.checkpoint_every > 0 && self.step % s.checkpoint_every == 0)
+                || self.step == s.steps
+            {
+                self.save_checkpoint(&dir.join("checkpoints"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoint directories under `dir`, oldest first.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ckpt-"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(TrainError::io(dir, e)),
+    };
+    v.sort();
+    Ok(v)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| TrainError::io(path, e))
+}
