@@ -175,3 +175,32 @@ fn bad_train_config_is_refused() {
         .to_string();
     assert!(e.contains("l3"), "{e}");
 }
+
+#[test]
+fn regression_adamw_moments_do_not_keep_the_backward_graph() {
+    // Moments built from non-detached gradients chained every step's graph: 24 GB in 50 steps.
+    use xprompt_vqgan::train::adamw::{AdamW, AdamWParams};
+    let cfg = tiny_cfg(1);
+    let dev = Device::Cpu;
+    let (model, varmap) = random_model(&cfg.model, 1, &dev).unwrap();
+    let p = AdamWParams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let mut opt = AdamW::new(sorted_vars(&varmap), p).unwrap();
+    let x = Tensor::rand(-1f32, 1f32, (2, 3, 8, 8), &dev).unwrap();
+    for _ in 0..2 {
+        let g = forward_loss(&model, &x, &cfg)
+            .unwrap()
+            .loss
+            .backward()
+            .unwrap();
+        opt.step(&g, 1e-3).unwrap();
+    }
+    for (name, t) in opt.state_tensors() {
+        assert!(!t.track_op(), "{name} keeps a backward graph");
+    }
+}

@@ -55,6 +55,9 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // Gradients can carry the backward graph (they are computed from tracked
+            // weights); detach so the moments never keep a step's graph alive.
+            let g = &g.detach();
             let m = ((&self.m[i] * p.beta1)? + (g * (1.0 - p.beta1))?)?;
             let v = ((&self.v[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + p.eps)?;
