@@ -41,6 +41,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Compile in-context examples into a reusable task context (.xpt).
     CompileTask(commands::generate::CompileTaskArgs),
+    /// VQ-encode every image of a training manifest once into a shard store.
+    Pretokenize(commands::pretokenize::PretokenizeArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -63,6 +65,7 @@ fn main() {
         Command::TrainVq(args) => commands::train_vq::run(args),
         Command::Generate(a) => commands::generate::run_generate(a),
         Command::CompileTask(a) => commands::generate::run_compile(a),
+        Command::Pretokenize(a) => commands::pretokenize::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -5,6 +5,7 @@ pub mod db;
 pub mod debug;
 pub mod generate;
 pub mod inspect;
+pub mod pretokenize;
 pub mod train_vq;
 pub mod vq;
 // <modules: add new `pub mod` lines above this line>
