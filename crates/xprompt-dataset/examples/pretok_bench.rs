@@ -33,7 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         width: size,
         height: size,
         channels: 3,
-        data: (0..size * size * 3).map(|k| ((k * 31 + i * 7) % 256) as u8).collect(),
+        data: (0..size * size * 3)
+            .map(|k| ((k * 31 + i * 7) % 256) as u8)
+            .collect(),
     };
     // Warm-up.
     vq.encode(&to_tensor(&img(0), &dev)?)?;
@@ -42,12 +44,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut done = 0;
         while done < n {
             let k = b.min(n - done);
-            let xs = (0..k).map(|i| to_tensor(&img(done + i), &dev)).collect::<Result<Vec<_>, _>>()?;
+            let xs = (0..k)
+                .map(|i| to_tensor(&img(done + i), &dev))
+                .collect::<Result<Vec<_>, _>>()?;
             vq.encode(&Tensor::cat(&xs, 0)?)?;
             done += k;
         }
         let s = t.elapsed().as_secs_f64();
-        println!("batch {b:>2}: {:.1} img/s ({:.1} ms/img)", n as f64 / s, s * 1e3 / n as f64);
+        println!(
+            "batch {b:>2}: {:.1} img/s ({:.1} ms/img)",
+            n as f64 / s,
+            s * 1e3 / n as f64
+        );
     }
     // Decode + preprocess cost per image (PNG of 1.5x the side, as crops of photos would be).
     let dir = tempfile::tempdir()?;
@@ -65,10 +73,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     for p in &paths {
         let l = load_image(p, DEFAULT_MAX_PIXELS)?;
-        let im = preprocess_for_unit(&l, size, 32.min(size), CropOffset::Center, DEFAULT_MAX_PIXELS)?;
+        let im = preprocess_for_unit(
+            &l,
+            size,
+            32.min(size),
+            CropOffset::Center,
+            DEFAULT_MAX_PIXELS,
+        )?;
         to_tensor(&im, &dev)?;
     }
     let s = t.elapsed().as_secs_f64();
-    println!("decode+preprocess ({side}px PNG -> {size}px): {:.2} ms/img", s * 1e3 / n as f64);
+    println!(
+        "decode+preprocess ({side}px PNG -> {size}px): {:.2} ms/img",
+        s * 1e3 / n as f64
+    );
     Ok(())
 }
