@@ -327,6 +327,13 @@ fn other_settings_are_refused_and_verify_finds_damage() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("downsampling factor 2"), "{e}");
+    // Another tokenizer (same config, different codebook) is refused too.
+    let mut other = v.clone();
+    other.quantize.embedding = (&other.quantize.embedding * 2.0).unwrap();
+    let e = pretokenize(&records, &other, &out, &OPTS, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another VQGAN"), "{e}");
     let e = ShardStore::open(&dir.path().join("img"))
         .err()
         .unwrap()
