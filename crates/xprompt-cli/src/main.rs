@@ -43,6 +43,8 @@ enum Command {
     CompileTask(commands::generate::CompileTaskArgs),
     /// VQ-encode every image of a training manifest once into a shard store.
     Pretokenize(commands::pretokenize::PretokenizeArgs),
+    /// Train an X-Prompt model from a task manifest and a pre-tokenized store.
+    Train(commands::train::TrainArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -66,6 +68,7 @@ fn main() {
         Command::Generate(a) => commands::generate::run_generate(a),
         Command::CompileTask(a) => commands::generate::run_compile(a),
         Command::Pretokenize(a) => commands::pretokenize::run(a),
+        Command::Train(a) => commands::train::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -4,13 +4,19 @@
 //! - [`packing`]: samples → fixed-length rows with a block-diagonal mask
 //! - [`loss`]: cross-entropy on answers + z-loss
 //! - [`optim`]: AdamW, clipping, warm-up + cosine schedule
+//! - [`text_tokenizer`]: a small BPE tokenizer whose ids agree with the model vocabulary
+//! - [`experiment`]: the TOML experiment config and the model directory a run writes
+//! - [`plot`]: the loss-curve PNG
 //! - [`trainer`]: the resumable training loop and its checkpoints
 
 pub mod error;
+pub mod experiment;
 pub mod loss;
 pub mod optim;
 pub mod packing;
+pub mod plot;
 pub mod sample;
+pub mod text_tokenizer;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

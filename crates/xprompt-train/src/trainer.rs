@@ -127,6 +127,8 @@ pub struct Trainer {
     order: Vec<usize>,
     cursor: usize,
     pub step: u64,
+    /// The experiment file's text, stored in every checkpoint.
+    pub experiment_toml: Option<String>,
 }
 
 /// Seeded initialisation (transformers' scheme): norms 1, biases 0, other weights
@@ -200,6 +202,7 @@ impl Trainer {
             order,
             cursor: 0,
             step: 0,
+            experiment_toml: None,
         })
     }
 
@@ -340,6 +343,9 @@ impl Trainer {
         };
         let json = serde_json::to_string(&state).map_err(|e| TrainError::Data(e.to_string()))?;
         write_synced(&tmp.join("state.json"), json.as_bytes())?;
+        if let Some(text) = &self.experiment_toml {
+            write_synced(&tmp.join("experiment.toml"), text.as_bytes())?;
+        }
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
         }
@@ -350,6 +356,18 @@ impl Trainer {
             std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
         }
         Ok(final_dir)
+    }
+
+    /// Writes the current weights as `dir/model.safetensors` (temporary file + rename).
+    pub fn export_weights(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(".model.safetensors.tmp");
+        self.varmap.save(&tmp)?;
+        let dst = dir.join("model.safetensors");
+        std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))
+    }
+
+    pub fn num_train_items(&self) -> usize {
+        self.train.len()
     }
 
     /// Restores weights, optimiser, RNG and data cursor from a checkpoint directory.
@@ -389,8 +407,14 @@ impl Trainer {
         Ok(())
     }
 
-    /// Runs until `settings.steps`, logging, validating and checkpointing into `dir`.
-    pub fn run(&mut self, dir: &Path, on_step: &mut dyn FnMut(&StepMetrics)) -> Result<()> {
+    /// Runs until `settings.steps` (or `deadline`, stopping with a checkpoint), logging,
+    /// validating, checkpointing into `dir/checkpoints` and exporting `dir/model.safetensors`.
+    pub fn run(
+        &mut self,
+        dir: &Path,
+        deadline: Option<Instant>,
+        on_step: &mut dyn FnMut(&StepMetrics),
+    ) -> Result<()> {
         let metrics_path = dir.join("metrics.jsonl");
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let mut metrics = std::fs::OpenOptions::new()
@@ -412,10 +436,16 @@ impl Trainer {
                 writeln!(metrics, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
             }
             on_step(&m);
+            let stop = deadline.is_some_and(|d| Instant::now() >= d);
             if (s.checkpoint_every > 0 && self.step % s.checkpoint_every == 0)
                 || self.step == s.steps
+                || stop
             {
                 self.save_checkpoint(&dir.join("checkpoints"))?;
+                self.export_weights(dir)?;
+            }
+            if stop {
+                break;
             }
         }
         Ok(())

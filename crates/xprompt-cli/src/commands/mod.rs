@@ -6,6 +6,7 @@ pub mod debug;
 pub mod generate;
 pub mod inspect;
 pub mod pretokenize;
+pub mod train;
 pub mod train_vq;
 pub mod vq;
 // <modules: add new `pub mod` lines above this line>

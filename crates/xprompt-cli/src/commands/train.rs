@@ -1,0 +1,127 @@
+//! `xprompt train --config EXPERIMENT.toml --out MODEL_DIR [--resume] [--minutes N]`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use xprompt_train::experiment::{load_data, prepare_model_dir, Experiment};
+use xprompt_train::plot::loss_curve;
+use xprompt_train::trainer::{list_checkpoints, StepMetrics, Trainer};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML; see docs/TRAINING.md).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output model directory (loadable by `xprompt generate` as it is).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the newest checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many minutes.
+    #[arg(long)]
+    pub minutes: Option<f64>,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let (exp, toml_text) = Experiment::from_file(&a.config)?;
+    let ckpts = list_checkpoints(&a.out.join("checkpoints"))?;
+    if !a.resume && !ckpts.is_empty() {
+        bail!(
+            "{} already has checkpoints; pass --resume to continue or choose another --out",
+            a.out.display()
+        );
+    }
+    let data = load_data(&exp)?;
+    eprintln!(
+        "data: {} train / {} val items, {} skipped{}",
+        data.train.len(),
+        data.val.len(),
+        data.skipped.len(),
+        data.skipped
+            .first()
+            .map(|s| format!(" (first: {s})"))
+            .unwrap_or_default()
+    );
+    let (cfg, prompt) = prepare_model_dir(&exp, &data.texts, &a.out)?;
+    std::fs::write(a.out.join("experiment.toml"), &toml_text).context("writing experiment.toml")?;
+    // Memory plan: weights, gradients, two AdamW moments (f32), and the attention bias +
+    // activations of one micro-batch (rough: 24 floats per token per hidden unit per layer).
+    let params = cfg.parameter_count() as f64;
+    let t = &exp.train;
+    let rows = t.batch_samples as f64; // upper bound on packed rows
+    let act = rows
+        * t.context_len as f64
+        * cfg.hidden_size as f64
+        * cfg.num_hidden_layers as f64
+        * 24.0
+        * 4.0
+        + rows
+            * (t.context_len as f64).powi(2)
+            * (4.0 + 4.0 * cfg.num_attention_heads as f64 * cfg.num_hidden_layers as f64);
+    eprintln!(
+        "model: {:.2} M parameters; memory plan: weights {:.0} MB + grads {:.0} MB + AdamW {:.0} MB + activations ≤ {:.0} MB",
+        params / 1e6,
+        params * 4.0 / 1e6,
+        params * 4.0 / 1e6,
+        params * 8.0 / 1e6,
+        act / 1e6
+    );
+    let mut trainer = Trainer::new(
+        &cfg,
+        prompt,
+        data.train,
+        data.val,
+        exp.sample.clone(),
+        exp.train.clone(),
+        exp.optim,
+    )?;
+    trainer.experiment_toml = Some(toml_text);
+    if a.resume {
+        if let Some(last) = ckpts.last() {
+            trainer.load_checkpoint(last)?;
+            eprintln!("resumed from {} (step {})", last.display(), trainer.step);
+        }
+    }
+    let start = Instant::now();
+    let first_step = trainer.step;
+    let total = exp.train.steps;
+    let deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
+    let mut train_curve: Vec<(u64, f32)> = Vec::new();
+    let mut val_curve: Vec<(u64, f32)> = Vec::new();
+    let mut tokens = 0usize;
+    trainer.run(&a.out, deadline, &mut |m: &StepMetrics| {
+        tokens += m.tokens;
+        train_curve.push((m.step, m.ce));
+        if let Some(v) = m.val_ce {
+            val_curve.push((m.step, v));
+        }
+        let done = (m.step - first_step) as f64;
+        let elapsed = start.elapsed().as_secs_f64();
+        let eta = elapsed / done.max(1.0) * (total - m.step) as f64;
+        eprint!(
+            "\rstep {}/{} ce {:.4}{} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {:.0} min   ",
+            m.step,
+            total,
+            m.ce,
+            m.val_ce.map(|v| format!(" val {v:.4}")).unwrap_or_default(),
+            m.lr,
+            m.grad_norm,
+            tokens as f64 / elapsed.max(1e-9),
+            eta / 60.0
+        );
+    })?;
+    eprintln!();
+    if !train_curve.is_empty() {
+        loss_curve(&train_curve, &val_curve, &a.out.join("loss.png"))?;
+    }
+    eprintln!(
+        "stopped at step {} after {:.1} min; model directory {}",
+        trainer.step,
+        start.elapsed().as_secs_f64() / 60.0,
+        a.out.display()
+    );
+    Ok(())
+}

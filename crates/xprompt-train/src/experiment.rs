@@ -1,0 +1,305 @@
+//! `xprompt train --config EXPERIMENT.toml`: a whole training run from a task manifest and a
+//! pre-tokenized shard store to a model directory that `xprompt generate` loads as it is.
+//!
+//! ```toml
+//! [model]   # architecture of a model trained from scratch
+//! hidden_size = 256
+//! num_hidden_layers = 6
+//! num_attention_heads = 8
+//! num_key_value_heads = 4
+//! intermediate_size = 704
+//! xp_tokens = 8          # learnable X-Prompt tokens
+//! text_vocab = 2000      # BPE merges beyond the special tokens
+//!
+//! [data]    # paths relative to this file
+//! manifest = "suite/manifest.jsonl"
+//! store = "store"        # from `xprompt pretokenize`
+//! vqgan = "vqgan"        # copied into the model directory
+//! image_size = 64
+//!
+//! [sample]  # see SampleConfig;  [train] see TrainSettings;  [optim] see AdamWConfig
+//! ```
+//! Unknown keys are errors. The output directory holds `config.json`, `model.safetensors`,
+//! `tokenizer.json`, `vqgan/`, `experiment.toml`, `metrics.jsonl`, `loss.png` and
+//! `checkpoints/ckpt-NNNNNN/` (each with weights, optimiser state, trainer state and the
+//! experiment config).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xprompt_core::config::{RawChameleonConfig, XPromptSection};
+use xprompt_core::sequence::ImageGrid;
+use xprompt_core::tokenizer::TextTokenizer;
+use xprompt_core::vocab::Vocabulary;
+use xprompt_dataset::manifest::{read_manifest, TrainRecord};
+use xprompt_dataset::store::ShardStore;
+use xprompt_generate::incontext::Answer;
+
+use crate::error::{Result, TrainError};
+use crate::optim::AdamWConfig;
+use crate::sample::{SampleConfig, TaskItem};
+use crate::text_tokenizer::train_tokenizer;
+use crate::trainer::{PromptContext, TrainSettings};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    pub intermediate_size: usize,
+    #[serde(default = "default_xp")]
+    pub xp_tokens: usize,
+    #[serde(default = "default_text_vocab")]
+    pub text_vocab: usize,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+}
+
+fn default_xp() -> usize {
+    8
+}
+fn default_text_vocab() -> usize {
+    2000
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_max_pos() -> usize {
+    4096
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub manifest: PathBuf,
+    pub store: PathBuf,
+    pub vqgan: PathBuf,
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    /// Use at most this many training records (for quick runs).
+    #[serde(default)]
+    pub max_items: Option<usize>,
+}
+
+fn default_image_size() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub sample: SampleConfig,
+    #[serde(default)]
+    pub train: TrainSettings,
+    #[serde(default)]
+    pub optim: AdamWConfig,
+}
+
+impl Experiment {
+    /// Reads the TOML file; relative data paths resolve against its directory.
+    pub fn from_file(path: &Path) -> Result<(Self, String)> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let mut e: Experiment = toml::from_str(&text).map_err(|err| TrainError::Config {
+            path: path.display().to_string(),
+            why: err.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut e.data.manifest, &mut e.data.store, &mut e.data.vqgan] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if e.train.context_len == 0 || e.train.batch_samples == 0 || e.train.steps == 0 {
+            return Err(TrainError::Config {
+                path: path.display().to_string(),
+                why: "train.steps, train.batch_samples and train.context_len must be positive"
+                    .into(),
+            });
+        }
+        Ok((e, text))
+    }
+}
+
+/// The dataset of a run: items per split, and what was skipped.
+pub struct LoadedData {
+    pub train: Vec<TaskItem>,
+    pub val: Vec<TaskItem>,
+    pub skipped: Vec<String>,
+    pub texts: Vec<String>,
+}
+
+fn grid_of(store: &ShardStore, path: &Path) -> Option<ImageGrid> {
+    let c = store.get(path)?;
+    ImageGrid::new(c.rows, c.cols, c.codes.iter().map(|&x| x as u32).collect()).ok()
+}
+
+fn item_of(r: &TrainRecord, store: &ShardStore) -> std::result::Result<TaskItem, String> {
+    let missing = |p: &Path| {
+        format!(
+            "line {}: {} is not in the shard store (run xprompt pretokenize)",
+            r.line,
+            p.display()
+        )
+    };
+    let inputs = r
+        .inputs
+        .iter()
+        .map(|p| grid_of(store, p).ok_or_else(|| missing(p)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let output = match (&r.output_image, &r.output_text) {
+        (Some(p), _) => Answer::Image(grid_of(store, p).ok_or_else(|| missing(p))?),
+        (None, Some(t)) => Answer::Text(t.clone()),
+        (None, None) => return Err(format!("line {}: no output", r.line)),
+    };
+    Ok(TaskItem {
+        id: r.id.clone(),
+        task: r.task.clone(),
+        family: r.family.clone(),
+        instruction: r.instruction.clone(),
+        inputs,
+        output,
+        description: r.description.clone(),
+        reverse_instruction: r.reverse_instruction.clone(),
+    })
+}
+
+/// Reads the manifest and resolves every image through the store. Held-out records are
+/// never used; `test` records are left for evaluation.
+pub fn load_data(e: &Experiment) -> Result<LoadedData> {
+    let report =
+        read_manifest(&e.data.manifest).map_err(|err| TrainError::Data(err.to_string()))?;
+    let store = ShardStore::open(&e.data.store).map_err(|err| TrainError::Data(err.to_string()))?;
+    let mut skipped: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    let (mut train, mut val, mut texts) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &report.records {
+        for t in [
+            &r.instruction,
+            &r.output_text,
+            &r.description,
+            &r.reverse_instruction,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            texts.push(t.clone());
+        }
+        if r.heldout || r.split == "test" {
+            continue;
+        }
+        match item_of(r, &store) {
+            Ok(it) if r.split == "val" => val.push(it),
+            Ok(it) => train.push(it),
+            Err(why) => skipped.push(why),
+        }
+    }
+    if let Some(n) = e.data.max_items {
+        train.truncate(n);
+    }
+    if train.is_empty() {
+        return Err(TrainError::Data(format!(
+            "{}: no usable training records ({} skipped; first: {})",
+            e.data.manifest.display(),
+            skipped.len(),
+            skipped.first().map(String::as_str).unwrap_or("none")
+        )));
+    }
+    texts.extend(["What changed between these images?", "Describe the image."].map(String::from));
+    Ok(LoadedData {
+        train,
+        val,
+        skipped,
+        texts,
+    })
+}
+
+/// Writes `tokenizer.json` (unless present) and `config.json` in `out`, copies the VQGAN, and
+/// returns the model config and prompt context.
+pub fn prepare_model_dir(
+    e: &Experiment,
+    texts: &[String],
+    out: &Path,
+) -> Result<(xprompt_core::config::ChameleonConfig, PromptContext)> {
+    std::fs::create_dir_all(out).map_err(|err| TrainError::io(out, err))?;
+    let vq_cfg = xprompt_vqgan::VqganConfig::from_yaml_file(&e.data.vqgan.join("vqgan.yaml"))
+        .map_err(|err| TrainError::Data(err.to_string()))?;
+    let n_codes = vq_cfg.n_embed as u32;
+    let factor = vq_cfg.downsample_factor();
+    let n_sizes = (e.data.image_size / (2 * factor) + 1).max(2) as u32;
+    let tok_path = out.join("tokenizer.json");
+    if !tok_path.exists() {
+        train_tokenizer(texts, n_codes, n_sizes, e.model.text_vocab, &tok_path)?;
+    }
+    let tokenizer = TextTokenizer::from_file(&tok_path)?;
+    let map: HashMap<String, u32> = tokenizer
+        .vocab_map()
+        .into_iter()
+        .filter(|(n, _)| n != xprompt_core::vocab::IMAGE_PLACEHOLDER)
+        .collect();
+    let base = map.values().max().map_or(0, |&m| m as usize + 1);
+    let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
+    let m = &e.model;
+    let raw = RawChameleonConfig {
+        vocab_size: base + xp.len(),
+        hidden_size: m.hidden_size,
+        intermediate_size: m.intermediate_size,
+        num_hidden_layers: m.num_hidden_layers,
+        num_attention_heads: m.num_attention_heads,
+        num_key_value_heads: m.num_key_value_heads,
+        hidden_act: "silu".into(),
+        max_position_embeddings: m.max_position_embeddings,
+        rms_norm_eps: 1e-5,
+        rope_theta: m.rope_theta,
+        rope_scaling: None,
+        attention_bias: false,
+        mlp_bias: false,
+        tie_word_embeddings: false,
+        swin_norm: false,
+        model_parallel_size: None,
+        attention_dropout: 0.0,
+        dropout: Some(e.train.dropout),
+        mask_image_logits: Some(false),
+        z_loss_weight: Some(e.train.z_loss),
+        initializer_range: Some(0.02),
+        vocabulary_map: Some(map.clone()),
+        xprompt: Some(XPromptSection {
+            xp_token_ids: xp.clone(),
+            cells_per_size_unit: Some(2),
+            pixels_per_cell: Some(factor),
+            image_size: Some(e.data.image_size),
+        }),
+    };
+    let cfg_path = out.join("config.json");
+    let json =
+        serde_json::to_string_pretty(&raw).map_err(|err| TrainError::Data(err.to_string()))?;
+    std::fs::write(&cfg_path, json).map_err(|err| TrainError::io(&cfg_path, err))?;
+    let cfg = raw.validate(&cfg_path.display().to_string())?;
+    let vocab = Vocabulary::from_map(&map, cfg.vocab_size, xp)?;
+    copy_dir(&e.data.vqgan, &out.join("vqgan"))?;
+    Ok((
+        cfg,
+        PromptContext {
+            vocab,
+            tokenizer: Some(tokenizer),
+        },
+    ))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| TrainError::io(to, e))?;
+    for name in ["vqgan.yaml", "vqgan.safetensors", "vqgan.ckpt"] {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name)).map_err(|e| TrainError::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
