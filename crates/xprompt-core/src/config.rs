@@ -178,18 +178,18 @@ impl RawChameleonConfig {
                 return Err(bad(format!("{name} must be positive")));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
         let head_dim = self.hidden_size / self.num_attention_heads;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(bad(format!("head_dim {head_dim} must be even for RoPE")));
         }
         let kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if kv_heads == 0 || self.num_attention_heads % kv_heads != 0 {
+        if kv_heads == 0 || !self.num_attention_heads.is_multiple_of(kv_heads) {
             return Err(bad(format!(
                 "num_key_value_heads {kv_heads} must divide num_attention_heads {}",
                 self.num_attention_heads

@@ -1,14 +1,14 @@
 //! xprompt-core: the Chameleon-family decoder, vocabulary, sequence format, checkpoint
 //! loading and the numerical building blocks shared by the rest of xprompt.
 //!
-//! - [`config`]: `config.json` (raw → validated)
-//! - [`vocab`]: every token id, resolved by name
-//! - [`sequence`]: image spans, conversation template, parsing generated sequences
-//! - [`tokenizer`]: the text tokenizer (`tokenizer.json`)
-//! - [`model`]: the decoder and its KV cache
-//! - [`ops`]: fused and differentiable numerical ops
-//! - [`checkpoint`]: safetensors loading with accounting; [`model_dir`]: a whole model directory
-//! - [`npy`]: `.npy` files for parity hooks
+//! - [`config`] — `config.json` (raw → validated)
+//! - [`vocab`] — every token id, resolved by name
+//! - [`sequence`] — image spans, conversation template, parsing generated sequences
+//! - [`tokenizer`] — the text tokenizer (`tokenizer.json`)
+//! - [`model`] — the decoder and its KV cache
+//! - [`ops`] — fused and differentiable numerical ops
+//! - [`checkpoint`] — safetensors loading with accounting; [`model_dir`]: a whole model directory
+//! - [`npy`] — `.npy` files for parity hooks
 
 pub mod checkpoint;
 pub mod config;

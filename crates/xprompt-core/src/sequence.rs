@@ -48,7 +48,7 @@ impl<'a> ImageFormat<'a> {
     /// Size-token units of a grid side, which must be a whole number of units.
     pub fn units_of(&self, cells: usize) -> Result<usize> {
         let unit = self.geometry.cells_per_size_unit;
-        if cells == 0 || cells % unit != 0 {
+        if cells == 0 || !cells.is_multiple_of(unit) {
             return Err(CoreError::Sequence(format!(
                 "a grid side of {cells} cells is not a positive multiple of {unit} cells per size token"
             )));

@@ -226,6 +226,39 @@ impl Vocabulary {
     }
 }
 
+/// A compact Chameleon-style vocabulary for small models, benchmarks and tests:
+/// `<s> <pad> </s>`, then `n_codes` image codes, `<eoss> <racm3:break> <reserved08706>
+/// <reserved08799>`, size tokens `0..n_sizes`, then `text` names. Returns name → id and the
+/// number of ids used.
+pub fn compact_vocabulary_map(
+    n_codes: u32,
+    n_sizes: u32,
+    text: &[&str],
+) -> (HashMap<String, u32>, usize) {
+    let mut names: Vec<String> = vec![BOS_NAME.into(), PAD_NAME.into(), EOS_NAME.into()];
+    names.extend((0..n_codes).map(image_code_name));
+    names.extend(
+        [
+            END_IMAGE_NAME,
+            BEGIN_IMAGE_NAME,
+            SEPARATOR_NAME,
+            ROW_END_NAME,
+        ]
+        .map(String::from),
+    );
+    names.extend((0..n_sizes).map(size_token_name));
+    names.extend(text.iter().map(|t| t.to_string()));
+    let n = names.len();
+    (
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u32))
+            .collect(),
+        n,
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -302,37 +335,4 @@ pub(crate) mod tests {
             .to_string();
         assert!(err.contains("collides"), "{err}");
     }
-}
-
-/// A compact Chameleon-style vocabulary for small models, benchmarks and tests:
-/// `<s> <pad> </s>`, then `n_codes` image codes, `<eoss> <racm3:break> <reserved08706>
-/// <reserved08799>`, size tokens `0..n_sizes`, then `text` names. Returns name → id and the
-/// number of ids used.
-pub fn compact_vocabulary_map(
-    n_codes: u32,
-    n_sizes: u32,
-    text: &[&str],
-) -> (HashMap<String, u32>, usize) {
-    let mut names: Vec<String> = vec![BOS_NAME.into(), PAD_NAME.into(), EOS_NAME.into()];
-    names.extend((0..n_codes).map(image_code_name));
-    names.extend(
-        [
-            END_IMAGE_NAME,
-            BEGIN_IMAGE_NAME,
-            SEPARATOR_NAME,
-            ROW_END_NAME,
-        ]
-        .map(String::from),
-    );
-    names.extend((0..n_sizes).map(size_token_name));
-    names.extend(text.iter().map(|t| t.to_string()));
-    let n = names.len();
-    (
-        names
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, i as u32))
-            .collect(),
-        n,
-    )
 }

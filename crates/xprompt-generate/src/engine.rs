@@ -129,6 +129,7 @@ impl<'m> Engine<'m> {
     /// Generates an answer after `query_ids` under `grammar`; returns the emitted tokens
     /// (the closing separator included when produced). Stops at the separator or after
     /// `max_tokens`.
+    #[allow(clippy::too_many_arguments)] // each argument is one independent knob of a request
     pub fn generate(
         &self,
         ctx: &TaskContext,

@@ -1,11 +1,11 @@
 //! xprompt-generate: turning a loaded Chameleon-family model into answers.
 //!
-//! - [`grammar`]: the image-token state machine
-//! - [`sampler`]: CFG → constraint → top-k → temperature → sample
-//! - [`incontext`]: IE | XP | TD layouts and the X-Prompt visibility rule (shared with training)
-//! - [`engine`]: task-context compilation with IE eviction, and generation with batched CFG
-//! - [`pipeline`]: a model directory with its tokenizer and VQGAN, images ↔ code grids
-//! - [`task_context`]: saving and loading compiled task contexts
+//! - [`grammar`] — the image-token state machine
+//! - [`sampler`] — CFG → constraint → top-k → temperature → sample
+//! - [`incontext`] — IE | XP | TD layouts and the X-Prompt visibility rule (shared with training)
+//! - [`engine`] — task-context compilation with IE eviction, and generation with batched CFG
+//! - [`pipeline`] — a model directory with its tokenizer and VQGAN, images ↔ code grids
+//! - [`task_context`] — saving and loading compiled task contexts
 
 pub mod engine;
 pub mod error;

@@ -1,13 +1,13 @@
 //! xprompt-train: training X-Prompt models.
 //!
-//! - [`sample`]: items → IE | XP | TD samples with task augmentation and answer-only labels
-//! - [`packing`]: samples → fixed-length rows with a block-diagonal mask
-//! - [`loss`]: cross-entropy on answers + z-loss
-//! - [`optim`]: AdamW, clipping, warm-up + cosine schedule
-//! - [`text_tokenizer`]: a small BPE tokenizer whose ids agree with the model vocabulary
-//! - [`experiment`]: the TOML experiment config and the model directory a run writes
-//! - [`plot`]: the loss-curve PNG
-//! - [`trainer`]: the resumable training loop and its checkpoints
+//! - [`sample`] — items → IE | XP | TD samples with task augmentation and answer-only labels
+//! - [`packing`] — samples → fixed-length rows with a block-diagonal mask
+//! - [`loss`] — cross-entropy on answers + z-loss
+//! - [`optim`] — AdamW, clipping, warm-up + cosine schedule
+//! - [`text_tokenizer`] — a small BPE tokenizer whose ids agree with the model vocabulary
+//! - [`experiment`] — the TOML experiment config and the model directory a run writes
+//! - [`plot`] — the loss-curve PNG
+//! - [`trainer`] — the resumable training loop and its checkpoints
 
 pub mod error;
 pub mod experiment;

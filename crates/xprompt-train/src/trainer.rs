@@ -425,11 +425,13 @@ impl Trainer {
         while self.step < self.settings.steps {
             let mut m = self.train_step()?;
             let s = &self.settings;
-            if s.val_every > 0 && (self.step % s.val_every == 0 || self.step == s.steps) {
+            if s.val_every > 0 && (self.step.is_multiple_of(s.val_every) || self.step == s.steps) {
                 m.val_ce = self.validate()?;
             }
             if s.log_every > 0
-                && (self.step % s.log_every == 0 || m.val_ce.is_some() || self.step == s.steps)
+                && (self.step.is_multiple_of(s.log_every)
+                    || m.val_ce.is_some()
+                    || self.step == s.steps)
             {
                 let line =
                     serde_json::to_string(&m).map_err(|e| TrainError::Data(e.to_string()))?;
@@ -437,7 +439,7 @@ impl Trainer {
             }
             on_step(&m);
             let stop = deadline.is_some_and(|d| Instant::now() >= d);
-            if (s.checkpoint_every > 0 && self.step % s.checkpoint_every == 0)
+            if (s.checkpoint_every > 0 && self.step.is_multiple_of(s.checkpoint_every))
                 || self.step == s.steps
                 || stop
             {

@@ -235,7 +235,7 @@ fn incontext(a: IncontextArgs) -> Result<()> {
     use xprompt_generate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
     use xprompt_generate::sampler::SamplerConfig;
 
-    if a.grid == 0 || a.grid % 2 != 0 {
+    if a.grid == 0 || !a.grid.is_multiple_of(2) {
         bail!("--grid must be a positive even number of cells");
     }
     let dev = Device::Cpu;

@@ -224,7 +224,9 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let geometry = p.model.config().geometry;
 
     // One job per query image; text-to-image when there is none.
-    let mut jobs: Vec<(String, Vec<u32>, Option<(usize, usize)>)> = Vec::new();
+    // (name, query ids, answer grid)
+    type Job = (String, Vec<u32>, Option<(usize, usize)>);
+    let mut jobs: Vec<Job> = Vec::new();
     if a.queries.is_empty() {
         let caption = instruction
             .clone()

@@ -229,7 +229,7 @@ fn read_codes(path: &Path) -> Result<Vec<u32>> {
 fn decode(a: DecodeArgs) -> Result<()> {
     let model = load_model(&a.vqgan)?;
     let f = model.config().downsample_factor();
-    if a.height == 0 || a.width == 0 || a.height % f != 0 || a.width % f != 0 {
+    if a.height == 0 || a.width == 0 || !a.height.is_multiple_of(f) || !a.width.is_multiple_of(f) {
         bail!(
             "--height {} / --width {} must be positive multiples of the downsampling factor {f}",
             a.height,
@@ -321,7 +321,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     };
     let f = model.config().downsample_factor();
-    if a.size == 0 || a.size % f != 0 {
+    if a.size == 0 || !a.size.is_multiple_of(f) {
         bail!("--size {} must be a positive multiple of {f}", a.size);
     }
     let x = candle_core::Tensor::rand(-1f32, 1f32, (1, 3, a.size, a.size), &dev)?;

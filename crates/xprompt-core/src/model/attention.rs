@@ -56,7 +56,7 @@ fn per_head_param(
     let t = vb.get_unchecked(name)?;
     let rows = match t.dims() {
         [d] if *d == head_dim => t.unsqueeze(0)?,
-        [m, d] if *d == head_dim && *m > 0 && heads % *m == 0 => t,
+        [m, d] if *d == head_dim && *m > 0 && heads.is_multiple_of(*m) => t,
         other => candle_core::bail!(
             "tensor {}.{name} has shape {other:?}; expected [{head_dim}], [mp, {head_dim}] with mp dividing {heads}, or [{heads}, {head_dim}]",
             vb.prefix()
