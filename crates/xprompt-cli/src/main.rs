@@ -45,6 +45,8 @@ enum Command {
     Pretokenize(commands::pretokenize::PretokenizeArgs),
     /// Train an X-Prompt model from a task manifest and a pre-tokenized store.
     Train(commands::train::TrainArgs),
+    /// Evaluate a model on a task suite (paper-shaped reports).
+    Eval(commands::eval::EvalArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -69,6 +71,7 @@ fn main() {
         Command::CompileTask(a) => commands::generate::run_compile(a),
         Command::Pretokenize(a) => commands::pretokenize::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -1,0 +1,278 @@
+//! `xprompt eval`: runs a model directory over a task suite's test split (and held-out tasks)
+//! through the evaluation harness, and writes report.md / report.json / contact sheets.
+//! The adapter below is the engine's side of `xprompt_eval::InContextRunner`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use image::RgbImage;
+use xprompt_core::sequence::{parse, ImageGrid, Piece};
+use xprompt_data::manifest::{Split, Suite, Target};
+use xprompt_eval::runner::{Answer as EvalAnswer, EvalRequest, MaskMode, Setting};
+use xprompt_eval::{
+    evaluate, write_report, EvalError, EvalOptions, InContextRunner, Reconstructor,
+};
+use xprompt_generate::grammar::ImageGrammar;
+use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
+use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::sampler::SamplerConfig;
+use xprompt_vqgan::U8Image;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MaskArg {
+    Xprompt,
+    Causal,
+    Both,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long, default_value = super::generate::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// A suite directory from `xprompt data build`.
+    #[arg(long)]
+    pub suite: PathBuf,
+    /// Only these tasks (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Option<Vec<String>>,
+    /// Numbers of in-context examples to evaluate.
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    pub shots: Vec<usize>,
+    #[arg(long, value_enum, default_value = "both")]
+    pub mask: MaskArg,
+    /// At most this many queries per task.
+    #[arg(long)]
+    pub max_items: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also report the VQGAN's reconstruction ceiling.
+    #[arg(long)]
+    pub ceiling: bool,
+    #[arg(long, default_value = "eval-out")]
+    pub out: PathBuf,
+}
+
+struct ModelRunner {
+    p: Pipeline,
+    calls: usize,
+}
+
+fn to_u8(img: &RgbImage) -> std::result::Result<U8Image, String> {
+    U8Image::new(
+        img.width() as usize,
+        img.height() as usize,
+        3,
+        img.as_raw().clone(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn to_rgb(img: &U8Image) -> std::result::Result<RgbImage, String> {
+    RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+        .ok_or_else(|| "bad image buffer".to_string())
+}
+
+impl ModelRunner {
+    fn grid(&self, img: &RgbImage) -> std::result::Result<ImageGrid, String> {
+        self.p
+            .encode_pixels(&to_u8(img)?)
+            .map_err(|e| e.to_string())
+    }
+
+    fn answer(&mut self, r: &EvalRequest) -> std::result::Result<EvalAnswer, String> {
+        let mode = match (r.examples.len(), r.mask) {
+            (0, _) => PromptMode::ZeroShot,
+            (_, MaskMode::XPrompt) => PromptMode::XPrompt,
+            (_, MaskMode::Causal) => PromptMode::Causal,
+        };
+        let mut examples = Vec::new();
+        for e in &r.examples {
+            let inputs = e
+                .inputs
+                .iter()
+                .map(|i| self.grid(i))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let output = match &e.output {
+                EvalAnswer::Image(i) => Answer::Image(self.grid(i)?),
+                EvalAnswer::Text(t) => Answer::Text(t.clone()),
+            };
+            examples.push(Example {
+                instruction: Some(e.instruction.clone()),
+                inputs,
+                output,
+            });
+        }
+        let images = r
+            .inputs
+            .iter()
+            .map(|i| self.grid(i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let builder = self.p.builder();
+        let engine = self.p.engine();
+        let geometry = self.p.model.config().geometry;
+        let ctx = engine
+            .compile(
+                &builder
+                    .context(&examples, mode)
+                    .map_err(|e| e.to_string())?,
+                mode,
+            )
+            .map_err(|e| e.to_string())?;
+        let query = builder
+            .query_ids(&Query {
+                instruction: Some(r.instruction.clone()),
+                images: images.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        let cells = r.size as usize / geometry.pixels_per_cell;
+        let dims = images
+            .first()
+            .map(|g| (g.rows, g.cols))
+            .unwrap_or((cells, cells));
+        let (grammar, max_tokens) = if r.target == Target::Text {
+            (ImageGrammar::text(&self.p.vocab, geometry), 64)
+        } else {
+            (
+                ImageGrammar::image_answer(&self.p.vocab, geometry, Some(dims))
+                    .map_err(|e| e.to_string())?,
+                100_000,
+            )
+        };
+        let sampler = SamplerConfig {
+            cfg: 1.0,
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let out = engine
+            .generate(
+                &ctx,
+                &query,
+                grammar,
+                &sampler,
+                r.seed,
+                max_tokens,
+                &mut |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+        self.calls += 1;
+        let pieces = parse(&builder.format, &out).map_err(|e| e.to_string())?;
+        for piece in pieces {
+            match piece {
+                Piece::Image(g) if r.target != Target::Text => {
+                    return Ok(EvalAnswer::Image(to_rgb(
+                        &self.p.decode_grid(&g).map_err(|e| e.to_string())?,
+                    )?));
+                }
+                Piece::Text(ids) if r.target == Target::Text => {
+                    let text = match &self.p.tokenizer {
+                        Some(t) => t.decode(&ids).map_err(|e| e.to_string())?,
+                        None => String::new(),
+                    };
+                    return Ok(EvalAnswer::Text(text));
+                }
+                _ => {}
+            }
+        }
+        Ok(match r.target {
+            Target::Text => EvalAnswer::Text(String::new()),
+            _ => EvalAnswer::Image(RgbImage::new(r.size, r.size)),
+        })
+    }
+}
+
+impl InContextRunner for ModelRunner {
+    fn name(&self) -> String {
+        format!("xprompt:{}", self.p.dir.dir.display())
+    }
+
+    fn run(&mut self, batch: &[EvalRequest]) -> xprompt_eval::Result<Vec<EvalAnswer>> {
+        batch
+            .iter()
+            .map(|r| {
+                self.answer(r).map_err(|reason| EvalError::Runner {
+                    runner: InContextRunner::name(self),
+                    reason: format!("{}: {reason}", r.id),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Reconstructor for ModelRunner {
+    fn name(&self) -> String {
+        "vqgan round trip".into()
+    }
+
+    fn reconstruct(&mut self, img: &RgbImage) -> xprompt_eval::Result<RgbImage> {
+        let fail = |reason: String| EvalError::Runner {
+            runner: "vqgan".into(),
+            reason,
+        };
+        let g = self.grid(img).map_err(fail)?;
+        to_rgb(&self.p.decode_grid(&g).map_err(|e| fail(e.to_string()))?).map_err(fail)
+    }
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let suite =
+        Suite::open(&a.suite).with_context(|| format!("opening suite {}", a.suite.display()))?;
+    let p = Pipeline::load(&a.model)?;
+    let cell = p.model.config().geometry.pixels_per_cell;
+    if suite.info.size as usize % cell != 0 {
+        bail!(
+            "suite images are {} px, not a multiple of the model's {cell}-pixel cells",
+            suite.info.size
+        );
+    }
+    let masks: Vec<MaskMode> = match a.mask {
+        MaskArg::Xprompt => vec![MaskMode::XPrompt],
+        MaskArg::Causal => vec![MaskMode::Causal],
+        MaskArg::Both => vec![MaskMode::Causal, MaskMode::XPrompt],
+    };
+    let mut settings = Vec::new();
+    for &k in &a.shots {
+        if k == 0 {
+            settings.push(Setting {
+                shots: 0,
+                mask: MaskMode::XPrompt,
+            });
+        } else {
+            settings.extend(masks.iter().map(|&mask| Setting { shots: k, mask }));
+        }
+    }
+    let opts = EvalOptions {
+        tasks: a.tasks.clone(),
+        settings,
+        split: Split::Test,
+        max_items: a.max_items,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut runner = ModelRunner { p, calls: 0 };
+    let t = Instant::now();
+    let mut recon = if a.ceiling {
+        Some(ModelRunner {
+            p: Pipeline::load(&a.model)?,
+            calls: 0,
+        })
+    } else {
+        None
+    };
+    let run = evaluate(
+        &suite,
+        &mut runner,
+        &opts,
+        recon.as_mut().map(|r| r as &mut dyn Reconstructor),
+    )?;
+    write_report(&a.out, &run)?;
+    eprintln!(
+        "evaluated {} items ({} generations) in {:.1} s -> {}/report.md",
+        run.items.len(),
+        runner.calls,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The whole pipeline through the binary on the committed fixture sources: build a suite,
+//! pre-tokenize it with the fixture VQGAN, train a few steps, resume, generate in context,
+//! and evaluate — every stage reading what the previous one wrote.
+
+use std::path::Path;
+use std::process::Command;
+
+fn xprompt(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "xprompt {args:?} failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn data_build_pretokenize_train_resume_generate_eval() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sources = repo
+        .join("tests/fixtures/data-sources")
+        .display()
+        .to_string();
+    let vqgan = repo
+        .join("tests/fixtures/vqgan/mid_attn")
+        .display()
+        .to_string();
+    xprompt(
+        t,
+        &[
+            "data",
+            "build",
+            "--sources",
+            &sources,
+            "--out",
+            "suite",
+            "--size",
+            "16",
+            "--per-task",
+            "4",
+        ],
+    );
+    xprompt(t, &["data", "validate", "suite"]);
+    xprompt(
+        t,
+        &[
+            "pretokenize",
+            "--manifest",
+            "suite/manifest.jsonl",
+            "--vqgan",
+            &vqgan,
+            "--out",
+            "store",
+            "--size",
+            "16",
+        ],
+    );
+    let exp = format!(
+        r#"[model]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+intermediate_size = 64
+xp_tokens = 2
+text_vocab = 100
+
+[data]
+manifest = "suite/manifest.jsonl"
+store = "store"
+vqgan = "{vqgan}"
+image_size = 16
+
+[train]
+steps = 4
+batch_samples = 2
+context_len = 768
+checkpoint_every = 2
+val_every = 2
+val_samples = 2
+log_every = 1
+"#
+    );
+    std::fs::write(t.join("exp.toml"), &exp).unwrap();
+    xprompt(t, &["train", "--config", "exp.toml", "--out", "model"]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vqgan/vqgan.yaml",
+        "metrics.jsonl",
+        "loss.png",
+        "experiment.toml",
+        "checkpoints/ckpt-000004/state.json",
+        "checkpoints/ckpt-000004/experiment.toml",
+    ] {
+        assert!(t.join("model").join(f).exists(), "missing {f}");
+    }
+    // Unknown config keys are refused; --resume continues from the last checkpoint.
+    std::fs::write(
+        t.join("bad.toml"),
+        exp.replace("[train]", "[train]\nstepz = 3"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "bad.toml", "--out", "m2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("stepz"));
+    std::fs::write(t.join("exp.toml"), exp.replace("steps = 4", "steps = 6")).unwrap();
+    let log = xprompt(
+        t,
+        &[
+            "train", "--config", "exp.toml", "--out", "model", "--resume",
+        ],
+    );
+    assert!(log.contains("resumed") && log.contains("step 6/6"), "{log}");
+
+    let ex_in = "suite/images/denoise/00000_a.png";
+    let ex_out = "suite/images/denoise/00000_b.png";
+    let q = "suite/images/denoise/00001_a.png";
+    xprompt(
+        t,
+        &[
+            "generate",
+            "--model",
+            "model",
+            "--example",
+            &format!("{ex_in}={ex_out}"),
+            "--query",
+            q,
+            "--out",
+            "answer.png",
+        ],
+    );
+    assert!(t.join("answer.png").exists());
+    xprompt(
+        t,
+        &[
+            "eval",
+            "--model",
+            "model",
+            "--suite",
+            "suite",
+            "--tasks",
+            "denoise,derain",
+            "--max-items",
+            "1",
+            "--ceiling",
+            "--out",
+            "report",
+        ],
+    );
+    let report = std::fs::read_to_string(t.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("1-shot X-Prompt")
+            && report.contains("1-shot causal")
+            && report.contains("0-shot")
+    );
+    assert!(t.join("report/report.json").exists());
+}
