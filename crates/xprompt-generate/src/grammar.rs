@@ -50,6 +50,8 @@ pub struct ImageGrammar {
     /// Size units to force (height, width), if requested.
     forced_units: Option<(usize, usize)>,
     image_answer: bool,
+    /// Text answers that must not open an image (e.g. a difference description).
+    text_only: bool,
 }
 
 impl ImageGrammar {
@@ -63,6 +65,15 @@ impl ImageGrammar {
             geometry,
             forced_units: None,
             image_answer: false,
+            text_only: false,
+        }
+    }
+
+    /// A text answer: free text that may not open an image span.
+    pub fn text_only(vocab: &Vocabulary, geometry: ImageGeometry) -> Self {
+        Self {
+            text_only: true,
+            ..Self::text(vocab, geometry)
         }
     }
 
@@ -95,6 +106,7 @@ impl ImageGrammar {
             geometry,
             forced_units,
             image_answer: true,
+            text_only: false,
         })
     }
 
@@ -147,11 +159,12 @@ impl ImageGrammar {
             Constraint::Size(Some(f)) => id == f,
             Constraint::Size(None) => v.size_of_token(id).is_some_and(|n| n > 0),
             Constraint::Text => {
-                !(v.is_image_code(id)
-                    || id == v.row_end
-                    || id == v.end_image
-                    || v.is_xprompt(id)
-                    || v.size_of_token(id).is_some())
+                !(self.text_only && id == v.begin_image)
+                    && !(v.is_image_code(id)
+                        || id == v.row_end
+                        || id == v.end_image
+                        || v.is_xprompt(id)
+                        || v.size_of_token(id).is_some())
             }
         }
     }
@@ -277,6 +290,8 @@ mod tests {
             assert!(!gr.allows(bad), "{bad} allowed in text");
         }
         assert!(gr.allows(35) && gr.allows(v.begin_image));
+        let only = ImageGrammar::text_only(&v, ImageGeometry::LUMINA);
+        assert!(only.allows(35) && !only.allows(v.begin_image));
         gr.advance(v.begin_image).unwrap();
         assert_eq!(gr.constraint(), Constraint::Size(None));
         assert!(

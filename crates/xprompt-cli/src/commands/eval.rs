@@ -132,7 +132,7 @@ impl ModelRunner {
             .map(|g| (g.rows, g.cols))
             .unwrap_or((cells, cells));
         let (grammar, max_tokens) = if r.target == Target::Text {
-            (ImageGrammar::text(&self.p.vocab, geometry), 64)
+            (ImageGrammar::text_only(&self.p.vocab, geometry), 64)
         } else {
             (
                 ImageGrammar::image_answer(&self.p.vocab, geometry, Some(dims))

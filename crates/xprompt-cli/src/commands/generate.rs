@@ -38,6 +38,9 @@ pub struct ExampleArgs {
     /// Ignore examples; answer from the query alone.
     #[arg(long)]
     pub zero_shot: bool,
+    /// Per-example instructions (filled by retrieval), overriding --example-instruction.
+    #[arg(skip)]
+    pub example_instructions: Vec<String>,
     /// Use X-Prompt compression (the default whenever the model has X-Prompt tokens).
     #[arg(long, conflicts_with_all = ["causal", "zero_shot"])]
     pub xprompt: bool,
@@ -59,6 +62,16 @@ pub struct GenerateArgs {
     /// A compiled task context (from `xprompt compile-task`) instead of --example.
     #[arg(long, conflicts_with = "examples")]
     pub task: Option<PathBuf>,
+    /// RAIE: retrieve the in-context examples from this example database (`xprompt db`) by
+    /// similarity of their instructions to --prompt.
+    #[arg(long, conflicts_with_all = ["examples", "task"])]
+    pub raie: Option<PathBuf>,
+    /// Number of retrieved examples.
+    #[arg(long, default_value_t = 1)]
+    pub raie_k: usize,
+    /// Only retrieve examples of this task.
+    #[arg(long)]
+    pub raie_task: Option<String>,
     /// Query image (repeatable: one answer per query).
     #[arg(long = "query")]
     pub queries: Vec<PathBuf>,
@@ -109,7 +122,7 @@ fn load_examples(
 ) -> Result<(Vec<Example>, Vec<String>)> {
     let mut examples = Vec::new();
     let mut hashes = Vec::new();
-    for spec in &a.examples {
+    for (i, spec) in a.examples.iter().enumerate() {
         let (input, output) = spec.split_once('=').with_context(|| {
             format!("--example {spec:?}: expected INPUT=OUTPUT or INPUT=text:ANSWER")
         })?;
@@ -133,7 +146,11 @@ fn load_examples(
             Answer::Image(out_grid)
         };
         examples.push(Example {
-            instruction: a.example_instruction.clone(),
+            instruction: a
+                .example_instructions
+                .get(i)
+                .cloned()
+                .or_else(|| a.example_instruction.clone()),
             inputs: vec![grid],
             output,
         });
@@ -190,7 +207,52 @@ pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_generate(a: GenerateArgs) -> Result<()> {
+/// Fills `a.ex.examples` with the database's nearest examples to the instruction.
+fn retrieve(a: &mut GenerateArgs) -> Result<()> {
+    let Some(db_dir) = a.raie.clone() else {
+        return Ok(());
+    };
+    let instruction = a
+        .prompt
+        .clone()
+        .context("--raie needs --prompt (the instruction to match)")?;
+    let db = xprompt_retrieval::Database::open(&db_dir, &xprompt_retrieval::DbOptions::default())
+        .with_context(|| format!("opening example database {}", db_dir.display()))?;
+    let hits = db.search(
+        &instruction,
+        a.raie_k.max(1),
+        a.raie_task.as_deref(),
+        xprompt_retrieval::SearchMode::Auto,
+    )?;
+    if hits.is_empty() {
+        bail!(
+            "the example database {} has no example to retrieve",
+            db_dir.display()
+        );
+    }
+    for h in hits {
+        let out = match (&h.output_path, &h.example.content.target) {
+            (Some(p), _) => p.display().to_string(),
+            (None, xprompt_retrieval::store::record::Target::Text(t)) => format!("text:{t}"),
+            (None, _) => bail!("retrieved example {} has no output", h.example.id),
+        };
+        eprintln!(
+            "retrieved {} ({:.3}): [{}] {}",
+            &h.example.id[..12.min(h.example.id.len())],
+            h.score,
+            h.example.content.task,
+            h.example.content.instruction
+        );
+        a.ex.examples
+            .push(format!("{}={out}", h.input_path.display()));
+        a.ex.example_instructions
+            .push(h.example.content.instruction.clone());
+    }
+    Ok(())
+}
+
+pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
+    retrieve(&mut a)?;
     let p = Pipeline::load(&a.ex.model)?;
     let size = a.ex.size.unwrap_or_else(|| p.default_image_size());
     let (ctx, meta, examples) = match &a.task {
@@ -267,7 +329,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let mut report = Vec::new();
     for (i, (name, ids, dims)) in jobs.iter().enumerate() {
         let grammar = if text_answer {
-            ImageGrammar::text(&p.vocab, geometry)
+            ImageGrammar::text_only(&p.vocab, geometry)
         } else {
             ImageGrammar::image_answer(&p.vocab, geometry, *dims)?
         };
