@@ -7,6 +7,7 @@
 //! - [`text_tokenizer`] — a small BPE tokenizer whose ids agree with the model vocabulary
 //! - [`experiment`] — the TOML experiment config and the model directory a run writes
 //! - [`plot`] — the loss-curve PNG
+//! - [`retrieval`] — RAIE neighbours (nearest instructions) as training examples
 //! - [`trainer`] — the resumable training loop and its checkpoints
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod loss;
 pub mod optim;
 pub mod packing;
 pub mod plot;
+pub mod retrieval;
 pub mod sample;
 pub mod text_tokenizer;
 pub mod trainer;

@@ -45,6 +45,12 @@ pub struct SampleConfig {
     /// Probability of a zero-shot sample (no examples), so the model also learns 0-shot.
     pub p_zero_shot: f64,
     pub mode: PromptMode,
+    /// RAIE training: probability that an item with retrieval neighbours takes its examples
+    /// from them (nearest instructions, any task of the family) instead of its own task.
+    pub p_retrieved: f64,
+    /// Family whose items get retrieval neighbours, and how many.
+    pub retrieval_family: String,
+    pub retrieval_k: usize,
 }
 
 impl Default for SampleConfig {
@@ -56,6 +62,9 @@ impl Default for SampleConfig {
             p_caption: 0.1,
             p_zero_shot: 0.1,
             mode: PromptMode::XPrompt,
+            p_retrieved: 0.0,
+            retrieval_family: "editing".into(),
+            retrieval_k: 4,
         }
     }
 }
@@ -96,6 +105,8 @@ enum Variant {
 pub struct SampleBuilder<'a> {
     items: &'a [TaskItem],
     by_task: HashMap<&'a str, Vec<usize>>,
+    /// Retrieval neighbours per item (see `retrieval::instruction_neighbours`).
+    neighbours: Option<&'a HashMap<usize, Vec<usize>>>,
     pub config: SampleConfig,
 }
 
@@ -111,12 +122,19 @@ impl<'a> SampleBuilder<'a> {
         Ok(Self {
             items,
             by_task,
+            neighbours: None,
             config,
         })
     }
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Uses `neighbours` as RAIE candidates (with probability `config.p_retrieved`).
+    pub fn with_neighbours(mut self, neighbours: &'a HashMap<usize, Vec<usize>>) -> Self {
+        self.neighbours = Some(neighbours);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,11 +198,18 @@ impl<'a> SampleBuilder<'a> {
     ) -> Result<Sample> {
         let it = &self.items[index];
         let variant = self.variant(it, rng);
-        let peers: Vec<usize> = self.by_task[it.task.as_str()]
-            .iter()
-            .copied()
-            .filter(|&j| j != index)
-            .collect();
+        let retrieved = self
+            .neighbours
+            .and_then(|n| n.get(&index))
+            .filter(|n| !n.is_empty() && rng.random::<f64>() < self.config.p_retrieved);
+        let peers: Vec<usize> = match retrieved {
+            Some(n) => n.iter().copied().filter(|&j| j != index).collect(),
+            None => self.by_task[it.task.as_str()]
+                .iter()
+                .copied()
+                .filter(|&j| j != index)
+                .collect(),
+        };
         let zero_shot = self.config.shots == 0
             || peers.is_empty()
             || rng.random::<f64>() < self.config.p_zero_shot;
@@ -227,5 +252,85 @@ impl<'a> SampleBuilder<'a> {
             is_target,
             mode,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use xprompt_core::config::ImageGeometry;
+    use xprompt_core::sequence::ImageFormat;
+    use xprompt_core::vocab::{compact_vocabulary_map, Vocabulary};
+
+    fn item(i: usize, task: &str, instruction: &str, code: u32) -> TaskItem {
+        let g = ImageGrid::new(2, 2, vec![code; 4]).unwrap();
+        TaskItem {
+            id: i.to_string(),
+            task: task.into(),
+            family: "editing".into(),
+            instruction: Some(instruction.into()),
+            inputs: vec![g.clone()],
+            output: Answer::Image(g),
+            description: None,
+            reverse_instruction: None,
+        }
+    }
+
+    #[test]
+    fn retrieved_examples_come_from_neighbours_never_the_item_itself() {
+        let items = vec![
+            item(0, "add", "add a red cat on the left", 1),
+            item(1, "recolour", "make the red cat blue", 2),
+            item(2, "add", "add a red cat on the right", 3),
+            item(3, "remove", "remove the dog", 4),
+        ];
+        let nb = crate::retrieval::instruction_neighbours(&items, "editing", 1).unwrap();
+        assert_eq!(
+            nb[&0],
+            vec![2],
+            "nearest instruction to 'add a red cat on the left'"
+        );
+        assert!(nb.values().all(|v| v.len() == 1));
+        assert!(nb.iter().all(|(k, v)| !v.contains(k)));
+        let (map, n) = compact_vocabulary_map(8, 4, &[]);
+        let vocab = Vocabulary::from_map(&map, n + 2, vec![n as u32, n as u32 + 1]).unwrap();
+        let geometry = ImageGeometry {
+            cells_per_size_unit: 1,
+            pixels_per_cell: 1,
+        };
+        let cfg = SampleConfig {
+            p_retrieved: 1.0,
+            p_zero_shot: 0.0,
+            p_reverse: 0.0,
+            p_description: 0.0,
+            ..Default::default()
+        };
+        // Item 3's neighbour is of another task: with p_retrieved = 1 it is still used.
+        let mut forced = HashMap::new();
+        forced.insert(3usize, vec![1usize]);
+        let builder = PromptBuilder {
+            format: ImageFormat::new(&vocab, geometry),
+            tokenizer: None,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let instr_free: Vec<TaskItem> = items
+            .iter()
+            .cloned()
+            .map(|mut i| {
+                i.instruction = None;
+                i
+            })
+            .collect();
+        let sb2 = SampleBuilder::new(&instr_free, cfg)
+            .unwrap()
+            .with_neighbours(&forced);
+        let s = sb2.build(3, &builder, &mut rng).unwrap();
+        // The example's input/output grids carry code 2 (item 1), the query code 4 (item 3).
+        let code2 = vocab.code_to_id(2).unwrap();
+        assert!(
+            s.ids.contains(&code2),
+            "the retrieved neighbour (another task) is the example"
+        );
     }
 }

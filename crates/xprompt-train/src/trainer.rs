@@ -8,6 +8,7 @@
 //! reproducible from its config alone. (Residual dropout uses candle's unseeded CPU RNG, so
 //! runs with dropout > 0 are not bit-reproducible.)
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -129,6 +130,8 @@ pub struct Trainer {
     pub step: u64,
     /// The experiment file's text, stored in every checkpoint.
     pub experiment_toml: Option<String>,
+    /// RAIE neighbours of training items (empty unless `sample.p_retrieved > 0`).
+    neighbours: HashMap<usize, Vec<usize>>,
 }
 
 /// Seeded initialisation (transformers' scheme): norms 1, biases 0, other weights
@@ -203,6 +206,7 @@ impl Trainer {
             cursor: 0,
             step: 0,
             experiment_toml: None,
+            neighbours: HashMap::new(),
         })
     }
 
@@ -214,7 +218,8 @@ impl Trainer {
     }
 
     fn next_samples(&mut self, n: usize) -> Result<Vec<Sample>> {
-        let sb = SampleBuilder::new(&self.train, self.sample_config.clone())?;
+        let sb = SampleBuilder::new(&self.train, self.sample_config.clone())?
+            .with_neighbours(&self.neighbours);
         let builder = PromptBuilder {
             format: ImageFormat::new(&self.prompt.vocab, self.cfg.geometry),
             tokenizer: self.prompt.tokenizer.as_ref(),
@@ -364,6 +369,20 @@ impl Trainer {
         self.varmap.save(&tmp)?;
         let dst = dir.join("model.safetensors");
         std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))
+    }
+
+    /// Computes RAIE neighbours for the training items when `sample.p_retrieved > 0`;
+    /// returns how many items got neighbours.
+    pub fn prepare_retrieval(&mut self) -> Result<usize> {
+        let c = &self.sample_config;
+        if c.p_retrieved > 0.0 {
+            self.neighbours = crate::retrieval::instruction_neighbours(
+                &self.train,
+                &c.retrieval_family,
+                c.retrieval_k,
+            )?;
+        }
+        Ok(self.neighbours.len())
     }
 
     pub fn num_train_items(&self) -> usize {

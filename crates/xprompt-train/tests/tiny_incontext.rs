@@ -94,6 +94,7 @@ fn trainer(steps: u64) -> Trainer {
         p_caption: 0.0,
         p_zero_shot: 0.1,
         mode: PromptMode::XPrompt,
+        ..Default::default()
     };
     Trainer::new(
         &cfg,

@@ -220,7 +220,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         Suite::open(&a.suite).with_context(|| format!("opening suite {}", a.suite.display()))?;
     let p = Pipeline::load(&a.model)?;
     let cell = p.model.config().geometry.pixels_per_cell;
-    if suite.info.size as usize % cell != 0 {
+    if !(suite.info.size as usize).is_multiple_of(cell) {
         bail!(
             "suite images are {} px, not a multiple of the model's {cell}-pixel cells",
             suite.info.size

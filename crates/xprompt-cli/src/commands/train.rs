@@ -79,6 +79,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         exp.optim,
     )?;
     trainer.experiment_toml = Some(toml_text);
+    let with_neighbours = trainer.prepare_retrieval()?;
+    if with_neighbours > 0 {
+        eprintln!("RAIE: {with_neighbours} training items have retrieval neighbours");
+    }
     if a.resume {
         if let Some(last) = ckpts.last() {
             trainer.load_checkpoint(last)?;
