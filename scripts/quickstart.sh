@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-/tmp/xprompt-quickstart}
 cd "$repo"
 cargo build --release -p xprompt-cli
-x="$repo/target/release/xprompt"
+x="${CARGO_TARGET_DIR:-$repo/target}/release/xprompt"
 rm -rf "$out" && mkdir -p "$out" && cd "$out"
 echo "== 1/5 task suite from tests/fixtures/data-sources"
 "$x" data build --sources "$repo/tests/fixtures/data-sources" --out suite --size 16 --per-task 8
