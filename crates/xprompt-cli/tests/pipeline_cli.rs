@@ -99,6 +99,23 @@ log_every = 1
     ] {
         assert!(t.join("model").join(f).exists(), "missing {f}");
     }
+    // A plan that does not fit is refused before training starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args([
+            "train",
+            "--config",
+            "exp.toml",
+            "--out",
+            "m3",
+            "--max-memory-gb",
+            "0.001",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("memory plan needs")
+    );
     // Unknown config keys are refused; --resume continues from the last checkpoint.
     std::fs::write(
         t.join("bad.toml"),

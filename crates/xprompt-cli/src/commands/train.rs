@@ -23,6 +23,22 @@ pub struct TrainArgs {
     /// Stop (with a checkpoint) after this many minutes.
     #[arg(long)]
     pub minutes: Option<f64>,
+    /// Refuse to start when the memory plan exceeds this (default: MemAvailable).
+    #[arg(long)]
+    pub max_memory_gb: Option<f64>,
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes (None where it cannot be read).
+fn available_memory_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = text
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -69,6 +85,19 @@ pub fn run(a: TrainArgs) -> Result<()> {
         params * 8.0 / 1e6,
         act / 1e6
     );
+    let needed = params * 16.0 + act;
+    let budget = match a.max_memory_gb {
+        Some(gb) => gb * 1e9,
+        None => available_memory_bytes().unwrap_or(f64::INFINITY),
+    };
+    if needed > budget {
+        bail!(
+            "the memory plan needs about {:.1} GB but only {:.1} GB are available; lower train.batch_samples or \
+             train.context_len, or a smaller model (override with --max-memory-gb)",
+            needed / 1e9,
+            budget / 1e9
+        );
+    }
     let mut trainer = Trainer::new(
         &cfg,
         prompt,
