@@ -181,13 +181,12 @@ fn td_logits_depend_on_examples_only_through_xprompt_tokens() {
     // Without XP tokens there is no path at all: TD rows are independent of IE.
     let strip = |l: &Layout| {
         let mut s = Layout::default();
-        for (i, (&id, &seg)) in l.ids.iter().zip(&l.segments).enumerate() {
+        for (&id, &seg) in l.ids.iter().zip(&l.segments) {
             let seg = if seg == Segment::XPrompt {
                 Segment::Examples
             } else {
                 seg
             };
-            let _ = i;
             s.push(&[id], seg);
         }
         s

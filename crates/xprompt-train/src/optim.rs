@@ -167,7 +167,7 @@ pub fn learning_rate(step: u64, total: u64, warmup: u64, max_lr: f64, min_lr: f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {
@@ -199,7 +199,6 @@ mod tests {
         assert!(!decays("model.layers.0.input_layernorm.weight"));
         assert!(!decays("model.embed_tokens.weight"));
         assert!(decays("model.layers.0.mlp.up_proj.weight"));
-        let _ = DType::F32;
     }
 
     #[test]
