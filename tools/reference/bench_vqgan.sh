@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=${1:-chameleon}; S=${2:-256}; I=${3:-2}; T=${4:-2}
 .venv-ref-deb/bin/python tools/reference/bench_vqgan.py --preset "$P" --size "$S" --iters "$I" --threads "$T" | grep -v '^Working'
-RAYON_NUM_THREADS=$T ./target/release/xprompt vq bench --preset "$P" --size "$S" --iters "$I"
+RAYON_NUM_THREADS=$T ${XPROMPT:-./target/release/xprompt} vq bench --preset "$P" --size "$S" --iters "$I"
