@@ -19,6 +19,8 @@ pub enum BenchCommand {
     /// In-context decoding: X-Prompt eviction vs causal for k examples, batched CFG cost,
     /// time to first row and seconds per image (random weights, synthetic images).
     Incontext(IncontextArgs),
+    /// VQGAN encode/decode images/s (same as `xprompt vq bench`).
+    Vq(super::vq::BenchArgs),
 }
 
 #[derive(Args)]
@@ -61,6 +63,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode(a),
         BenchCommand::Incontext(a) => incontext(a),
+        BenchCommand::Vq(a) => super::vq::bench(a),
     }
 }
 

@@ -308,7 +308,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(a: BenchArgs) -> Result<()> {
+pub fn bench(a: BenchArgs) -> Result<()> {
     let dev = Device::Cpu;
     let (model, label) = match &a.vqgan {
         Some(d) => (load_model(d)?, d.display().to_string()),
