@@ -21,6 +21,24 @@ pub enum BenchCommand {
     Incontext(IncontextArgs),
     /// VQGAN encode/decode images/s (same as `xprompt vq bench`).
     Vq(super::vq::BenchArgs),
+    /// Training throughput (tokens/s) and peak memory on synthetic in-context samples.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// `5m` (hidden 256, 4 layers) or `25m` (hidden 512, 6 layers); vocabulary of 8192 codes.
+    #[arg(long, default_value = "5m")]
+    pub preset: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch_samples: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub context_len: usize,
+    /// Timed optimiser steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -64,6 +82,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Decode(a) => decode(a),
         BenchCommand::Incontext(a) => incontext(a),
         BenchCommand::Vq(a) => super::vq::bench(a),
+        BenchCommand::Train(a) => train(a),
     }
 }
 
@@ -351,5 +370,114 @@ fn incontext(a: IncontextArgs) -> Result<()> {
         );
     }
     println!("peak RSS {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+fn train(a: TrainBenchArgs) -> Result<()> {
+    use xprompt_core::sequence::ImageGrid;
+    use xprompt_core::vocab::{compact_vocabulary_map, Vocabulary};
+    use xprompt_generate::incontext::{Answer, PromptMode};
+    use xprompt_train::optim::AdamWConfig;
+    use xprompt_train::sample::{SampleConfig, TaskItem};
+    use xprompt_train::trainer::{PromptContext, TrainSettings, Trainer};
+
+    let (map, named) = compact_vocabulary_map(8192, 16, &[]);
+    let mut cfg = ChameleonConfig::tiny(named + 8);
+    let (h, l, heads, mlp) = match a.preset.as_str() {
+        "5m" => (256, 4, 4, 704),
+        "25m" => (512, 6, 8, 1408),
+        other => bail!("unknown preset {other:?} (expected 5m or 25m)"),
+    };
+    cfg.hidden_size = h;
+    cfg.num_hidden_layers = l;
+    cfg.num_attention_heads = heads;
+    cfg.num_key_value_heads = heads;
+    cfg.head_dim = h / heads;
+    cfg.intermediate_size = mlp;
+    cfg.xp_token_ids = (named..named + 8).map(|i| i as u32).collect();
+    let vocab = Vocabulary::from_map(&map, cfg.vocab_size, cfg.xp_token_ids.clone())?;
+    // Synthetic 8×8-cell image pairs of 4 tasks.
+    let items: Vec<TaskItem> = (0..64)
+        .map(|i| {
+            let g = |s: usize| {
+                ImageGrid::new(
+                    8,
+                    8,
+                    (0..64)
+                        .map(|j| ((j * 37 + s * 101) % 8192) as u32)
+                        .collect(),
+                )
+            };
+            Ok(TaskItem {
+                id: i.to_string(),
+                task: format!("t{}", i % 4),
+                family: "bench".into(),
+                instruction: None,
+                inputs: vec![g(2 * i)?],
+                output: Answer::Image(g(2 * i + 1)?),
+                description: None,
+                reverse_instruction: None,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let settings = TrainSettings {
+        steps: a.steps + 1,
+        batch_samples: a.batch_samples,
+        context_len: a.context_len,
+        checkpoint_every: 0,
+        log_every: 0,
+        val_every: 0,
+        ..Default::default()
+    };
+    let sample = SampleConfig {
+        p_zero_shot: 0.0,
+        p_reverse: 0.0,
+        p_description: 0.0,
+        p_caption: 0.0,
+        mode: PromptMode::XPrompt,
+        ..Default::default()
+    };
+    let mut t = Trainer::new(
+        &cfg,
+        PromptContext {
+            vocab,
+            tokenizer: None,
+        },
+        items,
+        vec![],
+        sample,
+        settings,
+        AdamWConfig::default(),
+    )?;
+    t.train_step()?; // warm-up
+    let (mut tokens, mut targets, mut secs) = (0usize, 0usize, 0f64);
+    for _ in 0..a.steps {
+        let m = t.train_step()?;
+        tokens += m.tokens;
+        targets += m.targets;
+        secs += m.seconds;
+    }
+    let params = cfg.parameter_count();
+    let tps = tokens as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "xprompt", "params": params, "tokens_per_step": tokens as f64 / a.steps as f64,
+                "targets_per_step": targets as f64 / a.steps as f64, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
+                "peak_rss_mb": peak_rss_mb()})
+        );
+    } else {
+        println!(
+            "parameters {:.2} M; {:.0} tokens ({:.0} targets) per step",
+            params as f64 / 1e6,
+            tokens as f64 / a.steps as f64,
+            targets as f64 / a.steps as f64
+        );
+        println!(
+            "training   {tps:.0} tokens/s, {:.2} s per step; peak RSS {:.0} MB",
+            secs / a.steps as f64,
+            peak_rss_mb()
+        );
+    }
     Ok(())
 }
