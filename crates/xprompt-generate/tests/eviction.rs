@@ -192,30 +192,11 @@ fn td_logits_depend_on_examples_only_through_xprompt_tokens() {
         s
     };
     let (sa, sb) = (strip(&a), strip(&b));
-    let td_only = |l: &Layout| {
-        let t = l.len();
-        let ids = Tensor::from_vec(l.ids.clone(), (1, t), &Device::Cpu).unwrap();
-        let bias = l.bias(PromptMode::XPrompt, &Device::Cpu).unwrap();
-        let out = model
-            .forward(
-                &ids,
-                &positions(1, 0, t, &Device::Cpu).unwrap(),
-                Visibility::Bias(&bias),
-                None,
-            )
-            .unwrap();
-        let td = l.count(Segment::Query);
-        out.squeeze(0)
-            .unwrap()
-            .narrow(0, t - td, td)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
     assert!(
-        rel_err(&td_only(&sa), &td_only(&sb)) < 1e-6,
+        rel_err(
+            &masked_td_logits(&model, &sa),
+            &masked_td_logits(&model, &sb)
+        ) < 1e-6,
         "no XP: IE cannot reach TD"
     );
 }
