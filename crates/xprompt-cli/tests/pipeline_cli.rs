@@ -137,6 +137,33 @@ log_every = 1
     );
     assert!(log.contains("resumed") && log.contains("step 6/6"), "{log}");
 
+    // Fine-tuning: start from the trained model directory (a Hugging Face layout) and append
+    // X-Prompt rows; size fields next to model.from are refused.
+    let ft = exp
+        .replace("hidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\nintermediate_size = 64\nxp_tokens = 2\ntext_vocab = 100", "from = \"model\"\nxp_tokens = 3")
+        .replace("steps = 4", "steps = 2");
+    assert!(ft.contains("from = \"model\""));
+    std::fs::write(t.join("ft.toml"), &ft).unwrap();
+    let log = xprompt(t, &["train", "--config", "ft.toml", "--out", "ft"]);
+    assert!(
+        log.contains("initialised") && log.contains("X-Prompt rows"),
+        "{log}"
+    );
+    std::fs::write(
+        t.join("ft_bad.toml"),
+        ft.replace("xp_tokens = 3", "xp_tokens = 3\nhidden_size = 64"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "ft_bad.toml", "--out", "ft2"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("cannot be set with model.from")
+    );
+
     let ex_in = "suite/images/denoise/00000_a.png";
     let ex_out = "suite/images/denoise/00000_b.png";
     let q = "suite/images/denoise/00001_a.png";

@@ -45,12 +45,21 @@ use crate::trainer::{PromptContext, TrainSettings};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
+    /// Fine-tune: start from this Hugging Face model directory (Chameleon / Lumina-mGPT / an
+    /// xprompt model); architecture, vocabulary and tokenizer come from it, so the size fields
+    /// below must be omitted. X-Prompt rows are appended (initialised to the mean embedding).
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+    #[serde(default)]
+    pub hidden_size: Option<usize>,
+    #[serde(default)]
+    pub num_hidden_layers: Option<usize>,
+    #[serde(default)]
+    pub num_attention_heads: Option<usize>,
     #[serde(default)]
     pub num_key_value_heads: Option<usize>,
-    pub intermediate_size: usize,
+    #[serde(default)]
+    pub intermediate_size: Option<usize>,
     #[serde(default = "default_xp")]
     pub xp_tokens: usize,
     #[serde(default = "default_text_vocab")]
@@ -113,10 +122,40 @@ impl Experiment {
             why: err.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut e.data.manifest, &mut e.data.store, &mut e.data.vqgan] {
+        for p in [&mut e.data.manifest, &mut e.data.store, &mut e.data.vqgan]
+            .into_iter()
+            .chain(e.model.from.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        let m = &e.model;
+        let sizes = [
+            ("hidden_size", m.hidden_size.is_some()),
+            ("num_hidden_layers", m.num_hidden_layers.is_some()),
+            ("num_attention_heads", m.num_attention_heads.is_some()),
+            ("num_key_value_heads", m.num_key_value_heads.is_some()),
+            ("intermediate_size", m.intermediate_size.is_some()),
+        ];
+        let bad = |why: String| TrainError::Config {
+            path: path.display().to_string(),
+            why,
+        };
+        if m.from.is_some() {
+            if let Some((name, _)) = sizes.iter().find(|(_, set)| *set) {
+                return Err(bad(format!(
+                    "model.{name} cannot be set with model.from (the architecture comes from the checkpoint)"
+                )));
+            }
+        } else if let Some((name, _)) = sizes
+            .iter()
+            .filter(|(n, _)| *n != "num_key_value_heads")
+            .find(|(_, set)| !*set)
+        {
+            return Err(bad(format!(
+                "model.{name} is required when training from scratch (or set model.from)"
+            )));
         }
         if e.train.context_len == 0 || e.train.batch_samples == 0 || e.train.steps == 0 {
             return Err(TrainError::Config {
@@ -221,19 +260,32 @@ pub fn load_data(e: &Experiment) -> Result<LoadedData> {
     })
 }
 
-/// Writes `tokenizer.json` (unless present) and `config.json` in `out`, copies the VQGAN, and
-/// returns the model config and prompt context.
-pub fn prepare_model_dir(
-    e: &Experiment,
-    texts: &[String],
-    out: &Path,
-) -> Result<(xprompt_core::config::ChameleonConfig, PromptContext)> {
+/// A checkpoint to start from: its directory and its vocabulary size before the X-Prompt rows.
+pub struct Pretrained {
+    pub dir: PathBuf,
+    pub base_vocab: usize,
+}
+
+/// What `prepare_model_dir` produces.
+pub type PreparedModel = (
+    xprompt_core::config::ChameleonConfig,
+    PromptContext,
+    Option<Pretrained>,
+);
+
+/// Writes `tokenizer.json` (trained, or copied from `model.from`) and `config.json` in `out`,
+/// copies the VQGAN, and returns the model config, the prompt context and the checkpoint to
+/// start from (fine-tuning only).
+pub fn prepare_model_dir(e: &Experiment, texts: &[String], out: &Path) -> Result<PreparedModel> {
     std::fs::create_dir_all(out).map_err(|err| TrainError::io(out, err))?;
     let vq_cfg = xprompt_vqgan::VqganConfig::from_yaml_file(&e.data.vqgan.join("vqgan.yaml"))
         .map_err(|err| TrainError::Data(err.to_string()))?;
     let n_codes = vq_cfg.n_embed as u32;
     let factor = vq_cfg.downsample_factor();
     let n_sizes = (e.data.image_size / (2 * factor) + 1).max(2) as u32;
+    if let Some(src) = &e.model.from {
+        return prepare_finetune(e, src, out, n_codes, factor);
+    }
     let tok_path = out.join("tokenizer.json");
     if !tok_path.exists() {
         train_tokenizer(texts, n_codes, n_sizes, e.model.text_vocab, &tok_path)?;
@@ -247,12 +299,14 @@ pub fn prepare_model_dir(
     let base = map.values().max().map_or(0, |&m| m as usize + 1);
     let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
     let m = &e.model;
+    let need =
+        |v: Option<usize>| v.ok_or_else(|| TrainError::Data("model size fields missing".into()));
     let raw = RawChameleonConfig {
         vocab_size: base + xp.len(),
-        hidden_size: m.hidden_size,
-        intermediate_size: m.intermediate_size,
-        num_hidden_layers: m.num_hidden_layers,
-        num_attention_heads: m.num_attention_heads,
+        hidden_size: need(m.hidden_size)?,
+        intermediate_size: need(m.intermediate_size)?,
+        num_hidden_layers: need(m.num_hidden_layers)?,
+        num_attention_heads: need(m.num_attention_heads)?,
         num_key_value_heads: m.num_key_value_heads,
         hidden_act: "silu".into(),
         max_position_embeddings: m.max_position_embeddings,
@@ -290,6 +344,76 @@ pub fn prepare_model_dir(
             vocab,
             tokenizer: Some(tokenizer),
         },
+        None,
+    ))
+}
+
+fn prepare_finetune(
+    e: &Experiment,
+    src: &Path,
+    out: &Path,
+    n_codes: u32,
+    factor: usize,
+) -> Result<PreparedModel> {
+    let md = xprompt_core::model_dir::ModelDir::open(src)?;
+    let src_tok = src.join("tokenizer.json");
+    if !src_tok.exists() {
+        return Err(TrainError::Data(format!(
+            "{}: model.from needs the model's tokenizer.json",
+            src.display()
+        )));
+    }
+    let tok_path = out.join("tokenizer.json");
+    std::fs::copy(&src_tok, &tok_path).map_err(|err| TrainError::io(&src_tok, err))?;
+    let tokenizer = TextTokenizer::from_file(&tok_path)?;
+    let map: HashMap<String, u32> = match &md.raw.vocabulary_map {
+        Some(m) => m.clone(),
+        None => tokenizer
+            .vocab_map()
+            .into_iter()
+            .filter(|(n, _)| n != xprompt_core::vocab::IMAGE_PLACEHOLDER)
+            .collect(),
+    };
+    let base = md.config.vocab_size;
+    let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
+    let mut raw = md.raw.clone();
+    raw.vocab_size = base + xp.len();
+    raw.dropout = Some(e.train.dropout);
+    raw.z_loss_weight = Some(e.train.z_loss);
+    raw.mask_image_logits = Some(false);
+    raw.vocabulary_map = Some(map.clone());
+    raw.xprompt = Some(XPromptSection {
+        xp_token_ids: xp.clone(),
+        cells_per_size_unit: Some(2),
+        pixels_per_cell: Some(factor),
+        image_size: Some(e.data.image_size),
+    });
+    let cfg_path = out.join("config.json");
+    let json =
+        serde_json::to_string_pretty(&raw).map_err(|err| TrainError::Data(err.to_string()))?;
+    std::fs::write(&cfg_path, json).map_err(|err| TrainError::io(&cfg_path, err))?;
+    let cfg = raw.validate(&cfg_path.display().to_string())?;
+    let vocab = Vocabulary::from_map(&map, cfg.vocab_size, xp)?;
+    if vocab.num_image_codes() != n_codes {
+        return Err(TrainError::Data(format!(
+            "{} has {} image codes but the VQGAN {} has {n_codes}: they must be the same tokenizer",
+            src.display(),
+            vocab.num_image_codes(),
+            e.data.vqgan.display()
+        )));
+    }
+    copy_dir(&e.data.vqgan, &out.join("vqgan"))?;
+    let pretrained = Pretrained {
+        dir: src.to_path_buf(),
+        base_vocab: base,
+    };
+    Ok((
+        cfg,
+        PromptContext {
+            vocab,
+            tokenizer: Some(tokenizer),
+        },
+        Some(pretrained),
     ))
 }
 

@@ -61,7 +61,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             .map(|s| format!(" (first: {s})"))
             .unwrap_or_default()
     );
-    let (cfg, prompt) = prepare_model_dir(&exp, &data.texts, &a.out)?;
+    let (cfg, prompt, pretrained) = prepare_model_dir(&exp, &data.texts, &a.out)?;
     std::fs::write(a.out.join("experiment.toml"), &toml_text).context("writing experiment.toml")?;
     // Memory plan: weights, gradients, two AdamW moments (f32), and the attention bias +
     // activations of one micro-batch (rough: 24 floats per token per hidden unit per layer).
@@ -111,6 +111,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let with_neighbours = trainer.prepare_retrieval()?;
     if with_neighbours > 0 {
         eprintln!("RAIE: {with_neighbours} training items have retrieval neighbours");
+    }
+    if let (Some(p), true) = (&pretrained, ckpts.is_empty()) {
+        let n = xprompt_train::pretrained::load_pretrained(&trainer.varmap, &p.dir, p.base_vocab)?;
+        eprintln!(
+            "initialised {n} tensors from {} (X-Prompt rows = mean embedding)",
+            p.dir.display()
+        );
     }
     if a.resume {
         if let Some(last) = ckpts.last() {
