@@ -319,25 +319,14 @@ pub fn prepare_model_dir(e: &Experiment, texts: &[String], out: &Path) -> Result
         swin_norm: false,
         model_parallel_size: None,
         attention_dropout: 0.0,
-        dropout: Some(e.train.dropout),
-        mask_image_logits: Some(false),
-        z_loss_weight: Some(e.train.z_loss),
+        dropout: None,
+        mask_image_logits: None,
+        z_loss_weight: None,
         initializer_range: Some(0.02),
-        vocabulary_map: Some(map.clone()),
-        xprompt: Some(XPromptSection {
-            xp_token_ids: xp.clone(),
-            cells_per_size_unit: Some(2),
-            pixels_per_cell: Some(factor),
-            image_size: Some(e.data.image_size),
-        }),
+        vocabulary_map: None,
+        xprompt: None,
     };
-    let cfg_path = out.join("config.json");
-    let json =
-        serde_json::to_string_pretty(&raw).map_err(|err| TrainError::Data(err.to_string()))?;
-    std::fs::write(&cfg_path, json).map_err(|err| TrainError::io(&cfg_path, err))?;
-    let cfg = raw.validate(&cfg_path.display().to_string())?;
-    let vocab = Vocabulary::from_map(&map, cfg.vocab_size, xp)?;
-    copy_dir(&e.data.vqgan, &out.join("vqgan"))?;
+    let (cfg, vocab) = finish_model_dir(e, out, raw, map, xp, factor)?;
     Ok((
         cfg,
         PromptContext {
@@ -378,6 +367,40 @@ fn prepare_finetune(
     let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
     let mut raw = md.raw.clone();
     raw.vocab_size = base + xp.len();
+    let (cfg, vocab) = finish_model_dir(e, out, raw, map, xp, factor)?;
+    if vocab.num_image_codes() != n_codes {
+        return Err(TrainError::Data(format!(
+            "{} has {} image codes but the VQGAN {} has {n_codes}: they must be the same tokenizer",
+            src.display(),
+            vocab.num_image_codes(),
+            e.data.vqgan.display()
+        )));
+    }
+    let pretrained = Pretrained {
+        dir: src.to_path_buf(),
+        base_vocab: base,
+    };
+    Ok((
+        cfg,
+        PromptContext {
+            vocab,
+            tokenizer: Some(tokenizer),
+        },
+        Some(pretrained),
+    ))
+}
+
+/// Fills in the training-run fields of `raw` (dropout, z-loss, vocabulary map, X-Prompt
+/// section with the grid geometry), writes `out/config.json`, copies the VQGAN and returns the
+/// validated config with its vocabulary.
+fn finish_model_dir(
+    e: &Experiment,
+    out: &Path,
+    mut raw: RawChameleonConfig,
+    map: HashMap<String, u32>,
+    xp: Vec<u32>,
+    factor: usize,
+) -> Result<(xprompt_core::config::ChameleonConfig, Vocabulary)> {
     raw.dropout = Some(e.train.dropout);
     raw.z_loss_weight = Some(e.train.z_loss);
     raw.mask_image_logits = Some(false);
@@ -394,27 +417,8 @@ fn prepare_finetune(
     std::fs::write(&cfg_path, json).map_err(|err| TrainError::io(&cfg_path, err))?;
     let cfg = raw.validate(&cfg_path.display().to_string())?;
     let vocab = Vocabulary::from_map(&map, cfg.vocab_size, xp)?;
-    if vocab.num_image_codes() != n_codes {
-        return Err(TrainError::Data(format!(
-            "{} has {} image codes but the VQGAN {} has {n_codes}: they must be the same tokenizer",
-            src.display(),
-            vocab.num_image_codes(),
-            e.data.vqgan.display()
-        )));
-    }
     copy_dir(&e.data.vqgan, &out.join("vqgan"))?;
-    let pretrained = Pretrained {
-        dir: src.to_path_buf(),
-        base_vocab: base,
-    };
-    Ok((
-        cfg,
-        PromptContext {
-            vocab,
-            tokenizer: Some(tokenizer),
-        },
-        Some(pretrained),
-    ))
+    Ok((cfg, vocab))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
