@@ -1,6 +1,7 @@
 //! `xprompt generate` and `xprompt compile-task`: in-context generation from examples (or a
 //! compiled task context), text-to-image, instruction editing and text answers.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -327,6 +328,7 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
         std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     }
     let mut report = Vec::new();
+    let tty = std::io::stderr().is_terminal();
     for (i, (name, ids, dims)) in jobs.iter().enumerate() {
         let grammar = if text_answer {
             ImageGrammar::text_only(&p.vocab, geometry)
@@ -347,16 +349,21 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
                     if done != last_row {
                         last_row = done;
                         let tps = pr.tokens as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                        eprint!(
-                            "\r[{}/{}] {name}: row {done}/{total}, {tps:.1} tokens/s   ",
-                            i + 1,
-                            jobs.len()
-                        );
+                        // Live on a terminal; in a log, only the finished image's line.
+                        if tty {
+                            eprint!(
+                                "\r[{}/{}] {name}: row {done}/{total}, {tps:.1} tokens/s   ",
+                                i + 1,
+                                jobs.len()
+                            );
+                        }
                     }
                 }
             },
         )?;
-        eprintln!();
+        if tty {
+            eprintln!();
+        }
         let secs = t.elapsed().as_secs_f64();
         let mut entry = serde_json::json!({"query": name, "tokens": out.len(), "seconds": secs, "mode": meta.mode});
         for piece in parse(&builder.format, &out)? {

@@ -1,5 +1,6 @@
 //! `xprompt train --config EXPERIMENT.toml --out MODEL_DIR [--resume] [--minutes N]`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut train_curve: Vec<(u64, f32)> = Vec::new();
     let mut val_curve: Vec<(u64, f32)> = Vec::new();
     let mut tokens = 0usize;
+    let tty = std::io::stderr().is_terminal();
+    let log_every = exp.train.log_every.max(1);
     trainer.run(&a.out, deadline, &mut |m: &StepMetrics| {
         tokens += m.tokens;
         train_curve.push((m.step, m.ce));
@@ -141,8 +144,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let done = (m.step - first_step) as f64;
         let elapsed = start.elapsed().as_secs_f64();
         let eta = elapsed / done.max(1.0) * (total - m.step) as f64;
+        // A live line on a terminal; in a log file, one line per logged step (or validation).
+        let (lead, trail) = if tty { ("\r", "   ") } else { ("", "\n") };
+        let log_line = m.val_ce.is_some() || m.step.is_multiple_of(log_every) || m.step == total;
+        if !(tty || log_line) {
+            return;
+        }
         eprint!(
-            "\rstep {}/{} ce {:.4}{} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {:.0} min   ",
+            "{lead}step {}/{} ce {:.4}{} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {:.0} min{trail}",
             m.step,
             total,
             m.ce,
@@ -153,7 +162,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             eta / 60.0
         );
     })?;
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     if !train_curve.is_empty() {
         loss_curve(&train_curve, &val_curve, &a.out.join("loss.png"))?;
     }
