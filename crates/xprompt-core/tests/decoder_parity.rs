@@ -1,38 +1,12 @@
 //! Golden parity of the decoder against transformers 4.46.3 (`ChameleonForConditionalGeneration`).
 //! Fixtures: `tools/reference/decoder_fixtures.py` -> `tests/fixtures/decoder/<case>/`.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{causal_logits, fixture, ids_of, max_rel_err, reference_logits};
 
 use candle_core::{DType, Device, Tensor};
 use xprompt_core::model::{positions, Visibility};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
-use xprompt_core::npy;
-
-fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/decoder")
-        .join(case)
-}
-
-fn ids_of(case: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture(case).join("ids.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Relative error of a tensor: max |a − b| / max |b| (the scale of the logits), so entries
-/// that happen to sit near zero do not turn f32 rounding noise into large ratios.
-fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_abs = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let err = max_abs / scale;
-    eprintln!("max abs err {max_abs:e}, logit scale {scale}, relative {err:e}");
-    err
-}
 
 fn run_causal(case: &str) -> (Vec<f32>, Vec<f32>) {
     let dir = ModelDir::open(&fixture(case)).unwrap();
@@ -44,7 +18,7 @@ fn run_causal(case: &str) -> (Vec<f32>, Vec<f32>) {
     let logits = model
         .forward(&input, &pos, Visibility::Causal, None)
         .unwrap();
-    let (shape, expected) = npy::read_f32(&fixture(case).join("logits.npy")).unwrap();
+    let (shape, expected) = reference_logits(case);
     assert_eq!(logits.dims(), &[1, shape[0], shape[1]]);
     (logits.flatten_all().unwrap().to_vec1().unwrap(), expected)
 }
@@ -82,7 +56,7 @@ fn decoding_token_by_token_with_the_cache_equals_one_pass() {
     let dir = ModelDir::open(&fixture("gqa_swin")).unwrap();
     let model = dir.load_model(&LoadOptions::default()).unwrap();
     let ids: Vec<u32> = serde_json::from_value(ids_of("gqa_swin")["ids"].clone()).unwrap();
-    let (_, want) = npy::read_f32(&fixture("gqa_swin").join("logits.npy")).unwrap();
+    let (_, want) = reference_logits("gqa_swin");
     let vocab = model.config().vocab_size;
     let mut cache = model.new_cache();
     // Prefill 5 tokens, then one at a time.
@@ -150,7 +124,7 @@ fn xprompt_mask_batched_rows_match_transformers_with_the_same_4d_mask() {
     let logits = model
         .forward(&ids, &pos, Visibility::Bias(&bias), None)
         .unwrap();
-    let (shape, want) = npy::read_f32(&fixture(case).join("logits.npy")).unwrap();
+    let (shape, want) = reference_logits(case);
     assert_eq!(logits.dims(), &shape[..]);
     let got: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
     let err = max_rel_err(&got, &want);
@@ -172,7 +146,7 @@ fn half_precision_files_load_and_stay_close() {
     let src = fixture("mha");
     let tensors =
         candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-    let (_, want) = npy::read_f32(&src.join("logits.npy")).unwrap();
+    let (_, want) = reference_logits("mha");
     for dtype in [DType::F16, DType::BF16] {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
@@ -188,29 +162,8 @@ fn half_precision_files_load_and_stay_close() {
             DType::F32,
             "weights are converted to f32 at load"
         );
-        let ids: Vec<u32> = serde_json::from_value(ids_of("mha")["ids"].clone()).unwrap();
-        let t = ids.len();
-        let got: Vec<f32> = model
-            .forward(
-                &Tensor::from_vec(ids, (1, t), &Device::Cpu).unwrap(),
-                &positions(1, 0, t, &Device::Cpu).unwrap(),
-                Visibility::Causal,
-                None,
-            )
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let max_abs = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max_abs < 0.05 * scale,
-            "{dtype:?}: max abs diff {max_abs} vs scale {scale}"
-        );
+        let got = causal_logits(tmp.path(), "mha");
+        let err = max_rel_err(&got, &want);
+        assert!(err < 0.05, "{dtype:?}: relative error {err}");
     }
 }

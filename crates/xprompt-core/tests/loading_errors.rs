@@ -2,18 +2,13 @@
 //! checkpoint is a clear error naming what is wrong (and never a panic).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::{causal_logits, fixture, max_rel_err, reference_logits};
 
 use candle_core::{DType, Device, Tensor};
-use xprompt_core::model::{positions, Visibility};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
-use xprompt_core::npy;
-
-fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/decoder")
-        .join(case)
-}
 
 fn tensors(case: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture(case).join("model.safetensors"), &Device::Cpu).unwrap()
@@ -38,39 +33,8 @@ fn load_err(dir: &Path) -> String {
     }
 }
 
-fn logits_of(dir: &Path, case: &str) -> Vec<f32> {
-    let model = ModelDir::open(dir)
-        .unwrap()
-        .load_model(&LoadOptions::default())
-        .unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture(case).join("ids.json")).unwrap())
-            .unwrap();
-    let ids: Vec<u32> = serde_json::from_value(meta["ids"].clone()).unwrap();
-    let t = ids.len();
-    model
-        .forward(
-            &Tensor::from_vec(ids, (1, t), &Device::Cpu).unwrap(),
-            &positions(1, 0, t, &Device::Cpu).unwrap(),
-            Visibility::Causal,
-            None,
-        )
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 fn assert_matches_reference(got: &[f32], case: &str) {
-    let (_, want) = npy::read_f32(&fixture(case).join("logits.npy")).unwrap();
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
-        / scale;
+    let err = max_rel_err(got, &reference_logits(case).1);
     assert!(err < 1e-4, "relative error {err}");
 }
 
@@ -94,7 +58,7 @@ fn all_three_qk_norm_layouts_load_to_the_same_logits() {
             }
         }
         let dir = model_dir_with("lumina_qknorm", &t);
-        assert_matches_reference(&logits_of(dir.path(), "lumina_qknorm"), "lumina_qknorm");
+        assert_matches_reference(&causal_logits(dir.path(), "lumina_qknorm"), "lumina_qknorm");
     }
 }
 
@@ -126,31 +90,23 @@ fn sharded_checkpoint_with_index_loads_to_the_same_logits() {
         .unwrap();
     candle_core::safetensors::save(&b, tmp.path().join("model-00002-of-00002.safetensors"))
         .unwrap();
-    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
-    std::fs::write(
-        tmp.path().join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
-    assert_matches_reference(&logits_of(tmp.path(), "mha"), "mha");
+    let write_index = |text: String| {
+        std::fs::write(tmp.path().join("model.safetensors.index.json"), text).unwrap()
+    };
+    write_index(
+        serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map}).to_string(),
+    );
+    assert_matches_reference(&causal_logits(tmp.path(), "mha"), "mha");
 
     // A malformed index, a missing shard, and an index that lies about a tensor's shard.
-    std::fs::write(
-        tmp.path().join("model.safetensors.index.json"),
-        "{\"weight_map\": [",
-    )
-    .unwrap();
+    write_index("{\"weight_map\": [".into());
     assert!(load_err(tmp.path()).contains("malformed JSON"));
     let mut wm = weight_map.clone();
     wm.insert(
         "model.norm.weight".into(),
         "model-00003-of-00002.safetensors".into(),
     );
-    std::fs::write(
-        tmp.path().join("model.safetensors.index.json"),
-        serde_json::json!({"weight_map": wm}).to_string(),
-    )
-    .unwrap();
+    write_index(serde_json::json!({"weight_map": wm}).to_string());
     let err = load_err(tmp.path());
     assert!(
         err.contains("model-00003-of-00002.safetensors") && err.contains("does not exist"),
@@ -164,11 +120,7 @@ fn sharded_checkpoint_with_index_loads_to_the_same_logits() {
         "model-00001-of-00002.safetensors"
     };
     wm.insert(name.clone(), other.into());
-    std::fs::write(
-        tmp.path().join("model.safetensors.index.json"),
-        serde_json::json!({"weight_map": wm}).to_string(),
-    )
-    .unwrap();
+    write_index(serde_json::json!({"weight_map": wm}).to_string());
     let err = load_err(tmp.path());
     assert!(
         err.contains(&name) && err.contains("does not contain"),
@@ -228,7 +180,7 @@ fn unused_tensors_are_an_error_but_vqmodel_is_ignored() {
         Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
     );
     let dir = model_dir_with("mha", &t);
-    assert_matches_reference(&logits_of(dir.path(), "mha"), "mha");
+    assert_matches_reference(&causal_logits(dir.path(), "mha"), "mha");
     t.insert(
         "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
         Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
