@@ -47,6 +47,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a model on a task suite (paper-shaped reports).
     Eval(commands::eval::EvalArgs),
+    /// Run the bundled default model on its demo set; writes PNGs and index.html.
+    Demo(commands::demo::DemoArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -72,6 +74,7 @@ fn main() {
         Command::Pretokenize(a) => commands::pretokenize::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Demo(a) => commands::demo::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

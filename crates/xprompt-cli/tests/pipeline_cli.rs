@@ -206,4 +206,44 @@ log_every = 1
             && report.contains("0-shot")
     );
     assert!(t.join("report/report.json").exists());
+
+    // The demo: a set bundled from the suite, run on the trained model.
+    xprompt(
+        t,
+        &[
+            "demo",
+            "--model",
+            "model",
+            "--set",
+            "demo-set",
+            "--bundle-from",
+            "suite",
+        ],
+    );
+    let set = std::fs::read_to_string(t.join("demo-set/demo.json")).unwrap();
+    assert!(set.contains("\"held_out\"") && set.contains("\"seen\""));
+    let log = xprompt(
+        t,
+        &[
+            "demo", "--model", "model", "--set", "demo-set", "--out", "demo",
+        ],
+    );
+    assert!(
+        log.contains("denoise") && log.contains("1-shot, X-Prompt"),
+        "{log}"
+    );
+    let index = std::fs::read_to_string(t.join("demo/index.html")).unwrap();
+    assert!(index.contains("derain") && index.contains("held-out task, 1-shot"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("demo/results.json")).unwrap())
+            .unwrap();
+    let results = results.as_array().unwrap();
+    assert!(!results.is_empty());
+    for r in results {
+        // Every answer exists: an image file or text.
+        match r["output_image"].as_str() {
+            Some(f) => assert!(t.join("demo").join(f).is_file(), "{f}"),
+            None => assert!(r["output_text"].is_string()),
+        }
+    }
 }

@@ -15,10 +15,37 @@ use xprompt_vqgan::{load_image, CodeGrid, U8Image, Vqgan};
 
 use crate::engine::Engine;
 use crate::error::{GenerateError, Result};
-use crate::incontext::PromptBuilder;
+use crate::grammar::ImageGrammar;
+use crate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
+use crate::sampler::SamplerConfig;
+use xprompt_core::sequence::{parse, Piece};
 
 /// Sub-directory of a model directory that holds the VQGAN.
 pub const VQGAN_DIR: &str = "vqgan";
+
+/// What a request must produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerShape {
+    Text,
+    /// An image of this many rows × columns of codes.
+    Image {
+        rows: usize,
+        cols: usize,
+    },
+}
+
+/// One in-context request: examples (compiled under `mode`), a query, the answer's shape.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub examples: &'a [Example],
+    pub mode: PromptMode,
+    pub query: Query,
+    pub shape: AnswerShape,
+    pub sampler: SamplerConfig,
+    pub seed: u64,
+    /// Token budget; image answers take exactly their grid plus delimiters.
+    pub max_tokens: usize,
+}
 
 pub struct Pipeline {
     pub dir: ModelDir,
@@ -126,5 +153,51 @@ impl Pipeline {
         };
         let x = vq.decode(&cg).map_err(req)?;
         to_u8_image(&x).map_err(req)
+    }
+    /// Compiles the examples, feeds the query and generates the answer. `None` when the
+    /// model finished without producing a piece of the requested kind (e.g. only text when
+    /// an image was asked for — the grammar normally prevents this).
+    pub fn answer(&self, r: &Request<'_>) -> Result<Option<Answer>> {
+        let builder = self.builder();
+        let engine = self.engine();
+        let geometry = self.model.config().geometry;
+        let examples: &[Example] = if r.mode == PromptMode::ZeroShot {
+            &[]
+        } else {
+            r.examples
+        };
+        let ctx = engine.compile(&builder.context(examples, r.mode)?, r.mode)?;
+        let query = builder.query_ids(&r.query)?;
+        let grammar = match r.shape {
+            AnswerShape::Text => ImageGrammar::text_only(&self.vocab, geometry),
+            AnswerShape::Image { rows, cols } => {
+                ImageGrammar::image_answer(&self.vocab, geometry, Some((rows, cols)))?
+            }
+        };
+        let out = engine.generate(
+            &ctx,
+            &query,
+            grammar,
+            &r.sampler,
+            r.seed,
+            r.max_tokens,
+            &mut |_| {},
+        )?;
+        for piece in parse(&builder.format, &out)? {
+            match (piece, r.shape) {
+                (Piece::Image(g), AnswerShape::Image { .. }) => return Ok(Some(Answer::Image(g))),
+                (Piece::Text(ids), AnswerShape::Text) => {
+                    let tok = self.tokenizer.as_ref().ok_or_else(|| {
+                        GenerateError::Request(format!(
+                            "{} has no tokenizer.json to decode the text answer",
+                            self.dir.dir.display()
+                        ))
+                    })?;
+                    return Ok(Some(Answer::Text(tok.decode(&ids)?)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 }

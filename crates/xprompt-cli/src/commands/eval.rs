@@ -8,15 +8,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use image::RgbImage;
-use xprompt_core::sequence::{parse, ImageGrid, Piece};
+use xprompt_core::sequence::ImageGrid;
 use xprompt_data::manifest::{Split, Suite, Target};
 use xprompt_eval::runner::{Answer as EvalAnswer, EvalRequest, MaskMode, Setting};
 use xprompt_eval::{
     evaluate, write_report, EvalError, EvalOptions, InContextRunner, Reconstructor,
 };
-use xprompt_generate::grammar::ImageGrammar;
 use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
-use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::pipeline::{AnswerShape, Pipeline, Request};
 use xprompt_generate::sampler::SamplerConfig;
 use xprompt_vqgan::U8Image;
 
@@ -109,75 +108,42 @@ impl ModelRunner {
             .iter()
             .map(|i| self.grid(i))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let builder = self.p.builder();
-        let engine = self.p.engine();
         let geometry = self.p.model.config().geometry;
-        let ctx = engine
-            .compile(
-                &builder
-                    .context(&examples, mode)
-                    .map_err(|e| e.to_string())?,
-                mode,
-            )
-            .map_err(|e| e.to_string())?;
-        let query = builder
-            .query_ids(&Query {
-                instruction: Some(r.instruction.clone()),
-                images: images.clone(),
-            })
-            .map_err(|e| e.to_string())?;
         let cells = r.size as usize / geometry.pixels_per_cell;
-        let dims = images
+        let (rows, cols) = images
             .first()
             .map(|g| (g.rows, g.cols))
             .unwrap_or((cells, cells));
-        let (grammar, max_tokens) = if r.target == Target::Text {
-            (ImageGrammar::text_only(&self.p.vocab, geometry), 64)
+        let (shape, max_tokens) = if r.target == Target::Text {
+            (AnswerShape::Text, 64)
         } else {
-            (
-                ImageGrammar::image_answer(&self.p.vocab, geometry, Some(dims))
-                    .map_err(|e| e.to_string())?,
-                100_000,
-            )
+            (AnswerShape::Image { rows, cols }, 100_000)
         };
-        let sampler = SamplerConfig {
-            cfg: 1.0,
-            temperature: 0.0,
-            ..Default::default()
+        let request = Request {
+            examples: &examples,
+            mode,
+            query: Query {
+                instruction: Some(r.instruction.clone()),
+                images,
+            },
+            shape,
+            sampler: SamplerConfig {
+                cfg: 1.0,
+                temperature: 0.0,
+                ..Default::default()
+            },
+            seed: r.seed,
+            max_tokens,
         };
-        let out = engine
-            .generate(
-                &ctx,
-                &query,
-                grammar,
-                &sampler,
-                r.seed,
-                max_tokens,
-                &mut |_| {},
-            )
-            .map_err(|e| e.to_string())?;
+        let answer = self.p.answer(&request).map_err(|e| e.to_string())?;
         self.calls += 1;
-        let pieces = parse(&builder.format, &out).map_err(|e| e.to_string())?;
-        for piece in pieces {
-            match piece {
-                Piece::Image(g) if r.target != Target::Text => {
-                    return Ok(EvalAnswer::Image(to_rgb(
-                        &self.p.decode_grid(&g).map_err(|e| e.to_string())?,
-                    )?));
-                }
-                Piece::Text(ids) if r.target == Target::Text => {
-                    let text = match &self.p.tokenizer {
-                        Some(t) => t.decode(&ids).map_err(|e| e.to_string())?,
-                        None => String::new(),
-                    };
-                    return Ok(EvalAnswer::Text(text));
-                }
-                _ => {}
+        Ok(match (answer, r.target) {
+            (Some(Answer::Image(g)), _) => {
+                EvalAnswer::Image(to_rgb(&self.p.decode_grid(&g).map_err(|e| e.to_string())?)?)
             }
-        }
-        Ok(match r.target {
-            Target::Text => EvalAnswer::Text(String::new()),
-            _ => EvalAnswer::Image(RgbImage::new(r.size, r.size)),
+            (Some(Answer::Text(t)), _) => EvalAnswer::Text(t),
+            (None, Target::Text) => EvalAnswer::Text(String::new()),
+            (None, _) => EvalAnswer::Image(RgbImage::new(r.size, r.size)),
         })
     }
 }

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod data;
 pub mod db;
 pub mod debug;
+pub mod demo;
 pub mod eval;
 pub mod generate;
 pub mod inspect;

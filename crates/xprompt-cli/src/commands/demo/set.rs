@@ -1,0 +1,243 @@
+//! The demo set: `demo.json` plus its images, bundled in a model directory (`MODEL/demo/`).
+//! `bundle` picks it from a task suite: per chosen task, one training-split record as the
+//! in-context example and one test-split record as the query (with its ground truth).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use xprompt_data::manifest::{Record, Split, Suite};
+
+pub const SET_FILE: &str = "demo.json";
+pub const FORMAT: &str = "xprompt-demo/1";
+
+/// Why an entry is in the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// 1-shot on a task seen in training.
+    Seen,
+    /// 1-shot on a task held out of training (the example is all the model knows of it).
+    HeldOut,
+    /// An answer in words.
+    TextAnswer,
+    /// Text-to-image from a prompt alone.
+    TextToImage,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Seen => "seen task, 1-shot",
+            Kind::HeldOut => "held-out task, 1-shot",
+            Kind::TextAnswer => "text answer, 1-shot",
+            Kind::TextToImage => "text-to-image, 0-shot",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoExample {
+    pub instruction: String,
+    /// Image files, relative to the set directory.
+    pub inputs: Vec<String>,
+    pub output_image: Option<String>,
+    pub output_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub task: String,
+    pub kind: Kind,
+    pub instruction: String,
+    pub example: Option<DemoExample>,
+    /// Query images, relative to the set directory.
+    pub inputs: Vec<String>,
+    /// Ground truth, for the reader's comparison.
+    pub reference_image: Option<String>,
+    pub reference_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSet {
+    pub format: String,
+    /// Where the images come from (suite, licences).
+    pub source: String,
+    pub entries: Vec<Entry>,
+}
+
+impl DemoSet {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(SET_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the demo set {}", path.display()))?;
+        let set: DemoSet = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid demo set", path.display()))?;
+        if set.format != FORMAT {
+            bail!(
+                "{}: format {:?}, expected {FORMAT:?}",
+                path.display(),
+                set.format
+            );
+        }
+        for e in &set.entries {
+            let files = e
+                .inputs
+                .iter()
+                .chain(e.example.iter().flat_map(|x| x.inputs.iter()))
+                .chain(e.example.iter().filter_map(|x| x.output_image.as_ref()))
+                .chain(e.reference_image.iter());
+            for f in files {
+                if f.contains("..") || Path::new(f).is_absolute() {
+                    bail!(
+                        "{}: image path {f:?} leaves the set directory",
+                        path.display()
+                    );
+                }
+                if !dir.join(f).is_file() {
+                    bail!(
+                        "{}: entry {:?} names missing image {f}",
+                        path.display(),
+                        e.task
+                    );
+                }
+            }
+            if e.example
+                .as_ref()
+                .is_some_and(|x| x.output_image.is_some() == x.output_text.is_some())
+            {
+                bail!(
+                    "{}: the example of {:?} needs exactly one of output_image / output_text",
+                    path.display(),
+                    e.task
+                );
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Tasks shown by default, with their kind.
+pub const DEFAULT_TASKS: &[(&str, Kind)] = &[
+    ("denoise", Kind::Seen),
+    ("deblur", Kind::Seen),
+    ("segmentation", Kind::Seen),
+    ("depth", Kind::Seen),
+    ("edges", Kind::Seen),
+    ("colourise", Kind::Seen),
+    ("invert_colours", Kind::Seen),
+    ("derain", Kind::HeldOut),
+    ("low_light_enhance", Kind::HeldOut),
+    ("depth_new_palette", Kind::HeldOut),
+    ("add_object", Kind::HeldOut),
+    ("read_text", Kind::TextAnswer),
+    ("describe_difference", Kind::TextAnswer),
+    ("text_to_image", Kind::TextToImage),
+];
+
+/// Copies `rel` (relative to the suite) into `out` as `name`, returning `name`.
+fn copy_image(suite: &Suite, rel: &str, out: &Path, name: String) -> Result<String> {
+    let from = suite.dir.join(rel);
+    std::fs::copy(&from, out.join(&name))
+        .with_context(|| format!("copying {} into {}", from.display(), out.display()))?;
+    Ok(name)
+}
+
+fn first<'a>(suite: &'a Suite, task: &str, split: Split) -> Result<&'a Record> {
+    suite
+        .records
+        .iter()
+        .find(|r| r.task == task && r.split == split)
+        .with_context(|| {
+            format!(
+                "suite {} has no {} record of task {task}",
+                suite.dir.display(),
+                split.as_str()
+            )
+        })
+}
+
+/// Picks the demo set from `suite` and writes it (images + demo.json) into `out`.
+pub fn bundle(suite_dir: &Path, out: &Path) -> Result<DemoSet> {
+    let suite =
+        Suite::open(suite_dir).with_context(|| format!("opening suite {}", suite_dir.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut entries = Vec::new();
+    for &(task, kind) in DEFAULT_TASKS {
+        if !suite.records.iter().any(|r| r.task == task) {
+            eprintln!("demo set: the suite has no task {task}; skipped");
+            continue;
+        }
+        let query = first(&suite, task, Split::Test)?;
+        let mut inputs = Vec::new();
+        for (i, rel) in query.inputs.iter().enumerate() {
+            inputs.push(copy_image(
+                &suite,
+                rel,
+                out,
+                format!("{task}-query-{i}.png"),
+            )?);
+        }
+        let reference_image = match &query.output_image {
+            Some(rel) => Some(copy_image(&suite, rel, out, format!("{task}-truth.png"))?),
+            None => None,
+        };
+        let example = if kind == Kind::TextToImage {
+            None
+        } else {
+            // Held-out records live in every split; the example is a training-split one.
+            let ex = first(&suite, task, Split::Train)?;
+            let mut ex_inputs = Vec::new();
+            for (i, rel) in ex.inputs.iter().enumerate() {
+                ex_inputs.push(copy_image(
+                    &suite,
+                    rel,
+                    out,
+                    format!("{task}-example-{i}.png"),
+                )?);
+            }
+            let output_image = match &ex.output_image {
+                Some(rel) => Some(copy_image(
+                    &suite,
+                    rel,
+                    out,
+                    format!("{task}-example-out.png"),
+                )?),
+                None => None,
+            };
+            Some(DemoExample {
+                instruction: ex.instruction.clone(),
+                inputs: ex_inputs,
+                output_image,
+                output_text: ex.output_text.clone(),
+            })
+        };
+        entries.push(Entry {
+            task: task.to_string(),
+            kind,
+            instruction: query.instruction.clone(),
+            example,
+            inputs,
+            reference_image,
+            reference_text: query.output_text.clone(),
+        });
+    }
+    let set = DemoSet {
+        format: FORMAT.into(),
+        source: format!(
+            "test-split queries and train-split examples of the task suite (format {}, {}×{} px, seed {}); image licences in the model card",
+            suite.info.format, suite.info.size, suite.info.size, suite.info.seed
+        ),
+        entries,
+    };
+    if set.entries.is_empty() {
+        bail!("suite {} has none of the demo tasks", suite_dir.display());
+    }
+    let path: PathBuf = out.join(SET_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&set)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(set)
+}
