@@ -149,6 +149,42 @@ log_every = 1
         log.contains("initialised") && log.contains("X-Prompt rows"),
         "{log}"
     );
+    // LoRA fine-tuning: adapters on q/v, merged into the exported weights, which load as a
+    // plain model directory.
+    std::fs::write(
+        t.join("lora.toml"),
+        format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n"),
+    )
+    .unwrap();
+    let log = xprompt(t, &["train", "--config", "lora.toml", "--out", "lora"]);
+    assert!(log.contains("LoRA rank 2 on q_proj,v_proj"), "{log}");
+    // Loading checks that every tensor is consumed: no adapter tensor is left in the export.
+    xprompt(
+        t,
+        &[
+            "generate",
+            "--model",
+            "lora",
+            "--example",
+            "suite/images/denoise/00000_a.png=suite/images/denoise/00000_b.png",
+            "--query",
+            "suite/images/denoise/00001_a.png",
+            "--out",
+            "lora-answer.png",
+        ],
+    );
+    assert!(t.join("lora-answer.png").exists());
+    std::fs::write(
+        t.join("lora_bad.toml"),
+        format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"qkv\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "lora_bad.toml", "--out", "lora2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("qkv"));
     std::fs::write(
         t.join("ft_bad.toml"),
         ft.replace("xp_tokens = 3", "xp_tokens = 3\nhidden_size = 64"),

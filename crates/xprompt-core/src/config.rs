@@ -287,6 +287,60 @@ impl ChameleonConfig {
         self.vocab_size * h + self.num_hidden_layers * layer + h + head
     }
 
+    /// Every parameter tensor the decoder creates (checkpoint names, shapes), with the LoRA
+    /// adapters `lora` adds: what a training run allocates, known before allocating it.
+    pub fn parameter_shapes(
+        &self,
+        lora: Option<&crate::model::lora::LoraSpec>,
+    ) -> Vec<(String, Vec<usize>)> {
+        use crate::model::lora::{LORA_A, LORA_B};
+        let (h, d, i) = (self.hidden_size, self.head_dim, self.intermediate_size);
+        let (nq, nkv) = (self.num_attention_heads * d, self.num_key_value_heads * d);
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+        )];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let linears = [
+                ("self_attn.q_proj", h, nq, self.attention_bias),
+                ("self_attn.k_proj", h, nkv, self.attention_bias),
+                ("self_attn.v_proj", h, nkv, self.attention_bias),
+                ("self_attn.o_proj", nq, h, self.attention_bias),
+                ("mlp.gate_proj", h, i, self.mlp_bias),
+                ("mlp.up_proj", h, i, self.mlp_bias),
+                ("mlp.down_proj", i, h, self.mlp_bias),
+            ];
+            for (name, fan_in, fan_out, bias) in linears {
+                out.push((format!("{p}.{name}.weight"), vec![fan_out, fan_in]));
+                if bias {
+                    out.push((format!("{p}.{name}.bias"), vec![fan_out]));
+                }
+                let module = name.rsplit('.').next().unwrap_or(name);
+                if let Some(spec) = lora.filter(|s| s.applies_to(module)) {
+                    out.push((format!("{p}.{name}.{LORA_A}"), vec![spec.rank, fan_in]));
+                    out.push((format!("{p}.{name}.{LORA_B}"), vec![fan_out, spec.rank]));
+                }
+            }
+            for (norm, heads) in [
+                ("q_norm", self.num_attention_heads),
+                ("k_norm", self.num_key_value_heads),
+            ] {
+                for t in ["weight", "bias"] {
+                    out.push((format!("{p}.self_attn.{norm}.{t}"), vec![heads, d]));
+                }
+            }
+            for norm in ["input_layernorm", "post_attention_layernorm"] {
+                out.push((format!("{p}.{norm}.weight"), vec![h]));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), vec![h]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h]));
+        }
+        out
+    }
+
     /// A small random-init configuration, useful for tests and benchmarks.
     pub fn tiny(vocab_size: usize) -> Self {
         RawChameleonConfig {

@@ -68,6 +68,11 @@ pub struct ModelSection {
     pub rope_theta: f64,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
+    /// Train only tensors whose names contain one of these strings (e.g. `"embed_tokens"`,
+    /// `"layers.31."`, `"self_attn"`); the rest stay frozen. Default: everything (under LoRA:
+    /// the adapters and `embed_tokens`, which holds the X-Prompt rows).
+    #[serde(default)]
+    pub train: Option<Vec<String>>,
 }
 
 fn default_xp() -> usize {
@@ -111,9 +116,20 @@ pub struct Experiment {
     pub train: TrainSettings,
     #[serde(default)]
     pub optim: AdamWConfig,
+    /// LoRA adapters (fine-tuning only): `rank`, `alpha`, `targets`.
+    #[serde(default)]
+    pub lora: Option<xprompt_core::model::lora::LoraSpec>,
 }
 
 impl Experiment {
+    /// The trained-parameter plan of this run.
+    pub fn param_plan(&self) -> crate::params::ParamPlan {
+        crate::params::ParamPlan {
+            lora: self.lora.clone(),
+            train: self.model.train.clone(),
+        }
+    }
+
     /// Reads the TOML file; relative data paths resolve against its directory.
     pub fn from_file(path: &Path) -> Result<(Self, String)> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
@@ -156,6 +172,17 @@ impl Experiment {
             return Err(bad(format!(
                 "model.{name} is required when training from scratch (or set model.from)"
             )));
+        }
+        if let Some(spec) = &e.lora {
+            spec.validate().map_err(&bad)?;
+            if e.model.from.is_none() {
+                return Err(bad(
+                    "[lora] adapts a pretrained model: set model.from (or drop [lora] to train from scratch)".into(),
+                ));
+            }
+        }
+        if e.model.train.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(bad("model.train is empty: nothing would be trained".into()));
         }
         if e.train.context_len == 0 || e.train.batch_samples == 0 || e.train.steps == 0 {
             return Err(TrainError::Config {

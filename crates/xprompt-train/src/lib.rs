@@ -7,6 +7,7 @@
 //! - [`text_tokenizer`] — a small BPE tokenizer whose ids agree with the model vocabulary
 //! - [`experiment`] — the TOML experiment config and the model directory a run writes
 //! - [`plot`] — the loss-curve PNG
+//! - [`params`] — which parameters train: all, name patterns, or LoRA adapters
 //! - [`pretrained`] — starting from a real Chameleon / Lumina checkpoint (X-Prompt rows appended)
 //! - [`retrieval`] — RAIE neighbours (nearest instructions) as training examples
 //! - [`trainer`] — the resumable training loop and its checkpoints
@@ -16,6 +17,7 @@ pub mod experiment;
 pub mod loss;
 pub mod optim;
 pub mod packing;
+pub mod params;
 pub mod plot;
 pub mod pretrained;
 pub mod retrieval;

@@ -23,7 +23,13 @@ pub fn load_pretrained(varmap: &VarMap, dir: &Path, base_vocab: usize) -> Result
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
+    let mut loaded = 0;
     for name in &names {
+        // LoRA adapters are new: they keep their initialisation (B = 0).
+        if xprompt_core::model::lora::is_adapter_tensor(name) {
+            continue;
+        }
+        loaded += 1;
         let var = &data[*name];
         let want = var.dims().to_vec();
         let t = store
@@ -59,7 +65,7 @@ pub fn load_pretrained(varmap: &VarMap, dir: &Path, base_vocab: usize) -> Result
         var.set(&t)?;
     }
     store.ensure_all_consumed(IGNORED_PREFIXES)?;
-    Ok(names.len())
+    Ok(loaded)
 }
 
 #[cfg(test)]

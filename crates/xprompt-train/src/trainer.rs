@@ -13,13 +13,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xprompt_core::config::ChameleonConfig;
+use xprompt_core::model::lora::{is_adapter_tensor, LoraAdapter, LORA_A, LORA_B};
 use xprompt_core::model::ChameleonModel;
 use xprompt_core::ops::OpsMode;
 use xprompt_core::sequence::ImageFormat;
@@ -31,6 +32,7 @@ use crate::error::{Result, TrainError};
 use crate::loss::loss;
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::packing::pack;
+use crate::params::ParamPlan;
 use crate::sample::{Sample, SampleBuilder, SampleConfig, TaskItem};
 
 /// The `[train]` section of the experiment config.
@@ -132,6 +134,8 @@ pub struct Trainer {
     pub experiment_toml: Option<String>,
     /// RAIE neighbours of training items (empty unless `sample.p_retrieved > 0`).
     neighbours: HashMap<usize, Vec<usize>>,
+    /// What is trained (all, a subset, LoRA adapters).
+    pub plan: ParamPlan,
 }
 
 /// Seeded initialisation (transformers' scheme): norms 1, biases 0, other weights
@@ -150,6 +154,14 @@ pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
         let n: usize = dims.iter().product();
         let values: Vec<f32> = if name.contains("norm") && name.ends_with("weight") {
             vec![1.0; n]
+        } else if name.ends_with(LORA_B) {
+            // LoRA starts at the base model: B = 0.
+            vec![0.0; n]
+        } else if name.ends_with(LORA_A) {
+            let fan_in = dims.last().copied().unwrap_or(1).max(1);
+            let a = Normal::new(0f32, 1.0 / (fan_in as f32).sqrt())
+                .map_err(|e| TrainError::Data(e.to_string()))?;
+            (0..n).map(|_| a.sample(&mut rng)).collect()
         } else if name.ends_with("bias") {
             vec![0.0; n]
         } else {
@@ -161,7 +173,9 @@ pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
 }
 
 impl Trainer {
-    /// A fresh model (seeded init) over `train` / `val` items.
+    /// A fresh model (seeded init) over `train` / `val` items, training the parameters `plan`
+    /// selects.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &ChameleonConfig,
         prompt: PromptContext,
@@ -170,13 +184,15 @@ impl Trainer {
         sample_config: SampleConfig,
         settings: TrainSettings,
         optim: AdamWConfig,
+        plan: &ParamPlan,
     ) -> Result<Self> {
         if train.is_empty() {
             return Err(TrainError::Data("the training set is empty".into()));
         }
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let mut model = ChameleonModel::new(cfg, vb, OpsMode::Differentiable)?;
+        let vb = plan.var_builder(&varmap);
+        let mut model =
+            ChameleonModel::with_lora(cfg, vb, OpsMode::Differentiable, plan.lora.as_ref())?;
         model.set_residual_dropout(settings.dropout);
         init_weights(&varmap, cfg.initializer_range, settings.seed)?;
         let mut params: Vec<(String, Var)> = varmap
@@ -184,8 +200,14 @@ impl Trainer {
             .lock()
             .expect("varmap")
             .iter()
+            .filter(|(k, _)| plan.is_trainable(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        if params.is_empty() {
+            return Err(TrainError::Data(
+                "no parameter is trainable: model.train matches nothing".into(),
+            ));
+        }
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let opt = AdamW::new(params, optim)?;
         let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
@@ -207,6 +229,7 @@ impl Trainer {
             step: 0,
             experiment_toml: None,
             neighbours: HashMap::new(),
+            plan: plan.clone(),
         })
     }
 
@@ -363,10 +386,48 @@ impl Trainer {
         Ok(final_dir)
     }
 
-    /// Writes the current weights as `dir/model.safetensors` (temporary file + rename).
+    /// The model's weights as an inference checkpoint: every tensor, with LoRA adapters
+    /// merged into their layer's weight (`W + α/r·B·A`) and left out.
+    pub fn export_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut out: HashMap<String, Tensor> = data
+            .iter()
+            .filter(|(k, _)| !is_adapter_tensor(k))
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        if let Some(spec) = &self.plan.lora {
+            for (name, a) in data.iter() {
+                let Some(prefix) = name.strip_suffix(&format!(".{LORA_A}")) else {
+                    continue;
+                };
+                let b = data.get(&format!("{prefix}.{LORA_B}")).ok_or_else(|| {
+                    TrainError::Data(format!("LoRA factor {prefix}.{LORA_B} is missing"))
+                })?;
+                let w_name = format!("{prefix}.weight");
+                let w = out.get(&w_name).ok_or_else(|| {
+                    TrainError::Data(format!("LoRA adapter {prefix} has no base weight"))
+                })?;
+                let adapter = LoraAdapter {
+                    a: a.as_tensor().detach(),
+                    b: b.as_tensor().detach(),
+                    scale: spec.scale(),
+                };
+                let merged = adapter.merged(w)?;
+                out.insert(w_name, merged);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the current weights as `dir/model.safetensors` (temporary file + rename), LoRA
+    /// adapters merged.
     pub fn export_weights(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join(".model.safetensors.tmp");
-        self.varmap.save(&tmp)?;
+        if self.plan.lora.is_some() {
+            candle_core::safetensors::save(&self.export_tensors()?, &tmp)?;
+        } else {
+            self.varmap.save(&tmp)?;
+        }
         let dst = dir.join("model.safetensors");
         std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))
     }

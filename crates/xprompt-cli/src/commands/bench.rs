@@ -448,6 +448,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         sample,
         settings,
         AdamWConfig::default(),
+        &xprompt_train::params::ParamPlan::all(),
     )?;
     t.train_step()?; // warm-up
     let (mut tokens, mut targets, mut secs) = (0usize, 0usize, 0f64);

@@ -64,9 +64,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
     );
     let (cfg, prompt, pretrained) = prepare_model_dir(&exp, &data.texts, &a.out)?;
     std::fs::write(a.out.join("experiment.toml"), &toml_text).context("writing experiment.toml")?;
-    // Memory plan: weights, gradients, two AdamW moments (f32), and the attention bias +
-    // activations of one micro-batch (rough: 24 floats per token per hidden unit per layer).
-    let params = cfg.parameter_count() as f64;
+    let plan = exp.param_plan();
+    let unmatched = plan.unmatched_patterns(&cfg);
+    if !unmatched.is_empty() {
+        bail!("model.train patterns {unmatched:?} match no parameter of this model");
+    }
+    // Memory plan: all weights (f32), gradients and two AdamW moments of the trained ones,
+    // and the attention bias + activations of one micro-batch (rough: 24 floats per token
+    // per hidden unit per layer).
+    let (trained, total) = plan.counts(&cfg);
+    let (params, trained) = (total as f64, trained as f64);
     let t = &exp.train;
     let rows = t.batch_samples as f64; // upper bound on packed rows
     let act = rows
@@ -78,15 +85,31 @@ pub fn run(a: TrainArgs) -> Result<()> {
         + rows
             * (t.context_len as f64).powi(2)
             * (4.0 + 4.0 * cfg.num_attention_heads as f64 * cfg.num_hidden_layers as f64);
+    let what = match (&plan.lora, &plan.train) {
+        (Some(l), _) => format!(
+            "LoRA rank {} on {} + {:?}",
+            l.rank,
+            l.targets.join(","),
+            plan.train
+                .clone()
+                .unwrap_or_else(|| xprompt_train::params::LORA_DEFAULT_TRAIN
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect())
+        ),
+        (None, Some(p)) => format!("tensors matching {p:?}"),
+        (None, None) => "all".into(),
+    };
     eprintln!(
-        "model: {:.2} M parameters; memory plan: weights {:.0} MB + grads {:.0} MB + AdamW {:.0} MB + activations ≤ {:.0} MB",
+        "model: {:.2} M parameters, {:.2} M trained ({what}); memory plan: weights {:.0} MB + grads {:.0} MB + AdamW {:.0} MB + activations ≤ {:.0} MB",
         params / 1e6,
+        trained / 1e6,
         params * 4.0 / 1e6,
-        params * 4.0 / 1e6,
-        params * 8.0 / 1e6,
+        trained * 4.0 / 1e6,
+        trained * 8.0 / 1e6,
         act / 1e6
     );
-    let needed = params * 16.0 + act;
+    let needed = params * 4.0 + trained * 12.0 + act;
     let budget = match a.max_memory_gb {
         Some(gb) => gb * 1e9,
         None => available_memory_bytes().unwrap_or(f64::INFINITY),
@@ -107,6 +130,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         exp.sample.clone(),
         exp.train.clone(),
         exp.optim,
+        &plan,
     )?;
     trainer.experiment_toml = Some(toml_text);
     let with_neighbours = trainer.prepare_retrieval()?;

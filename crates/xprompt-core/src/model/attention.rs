@@ -9,6 +9,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::linear::Linear;
+use super::lora::{LoraAdapter, LoraSpec};
 
 use super::kv_cache::KvCache;
 use crate::config::{ChameleonConfig, QK_NORM_EPS};
@@ -69,13 +70,15 @@ fn per_head_param(
         .reshape((heads, head_dim))
 }
 
-/// A linear layer initialised like transformers (normal(0, initializer_range)).
+/// A linear layer initialised like transformers (normal(0, initializer_range)), with a LoRA
+/// adapter when `lora` targets this module (the last component of `vb`'s prefix).
 pub fn linear(
     in_dim: usize,
     out_dim: usize,
     bias: bool,
     std: f64,
     mode: OpsMode,
+    lora: Option<&LoraSpec>,
     vb: VarBuilder,
 ) -> Result<Linear> {
     let w = vb.get_with_hints(
@@ -91,7 +94,15 @@ pub fn linear(
     } else {
         None
     };
-    Ok(Linear::new(candle_nn::Linear::new(w, b), mode))
+    let layer = Linear::new(candle_nn::Linear::new(w, b), mode);
+    let prefix = vb.prefix();
+    let module = prefix.rsplit('.').next().unwrap_or(&prefix);
+    match lora {
+        Some(spec) if spec.applies_to(module) => {
+            Ok(layer.with_lora(LoraAdapter::new(in_dim, out_dim, spec, &vb)?))
+        }
+        _ => Ok(layer),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +119,12 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &ChameleonConfig,
+        mode: OpsMode,
+        lora: Option<&LoraSpec>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let kv = cfg.num_key_value_heads * d;
         let std = cfg.initializer_range;
@@ -119,16 +135,18 @@ impl Attention {
                 cfg.attention_bias,
                 std,
                 mode,
+                lora,
                 vb.pp("q_proj"),
             )?,
-            k_proj: linear(h, kv, cfg.attention_bias, std, mode, vb.pp("k_proj"))?,
-            v_proj: linear(h, kv, cfg.attention_bias, std, mode, vb.pp("v_proj"))?,
+            k_proj: linear(h, kv, cfg.attention_bias, std, mode, lora, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv, cfg.attention_bias, std, mode, lora, vb.pp("v_proj"))?,
             o_proj: linear(
                 cfg.num_attention_heads * d,
                 h,
                 cfg.attention_bias,
                 std,
                 mode,
+                lora,
                 vb.pp("o_proj"),
             )?,
             q_norm: HeadNorm::new(cfg.num_attention_heads, d, vb.pp("q_norm"))?,

@@ -10,6 +10,7 @@ use super::linear::Linear;
 
 use super::attention::{causal_bias, Attention};
 use super::kv_cache::KvCache;
+use super::lora::LoraSpec;
 use super::mlp::Mlp;
 use crate::config::ChameleonConfig;
 use crate::ops::{self, OpsMode};
@@ -44,10 +45,15 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &ChameleonConfig,
+        mode: OpsMode,
+        lora: Option<&LoraSpec>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            self_attn: Attention::new(cfg, mode, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, mode, vb.pp("mlp"))?,
+            self_attn: Attention::new(cfg, mode, lora, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, mode, lora, vb.pp("mlp"))?,
             input_layernorm: RmsNorm::new(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
@@ -181,6 +187,19 @@ impl ChameleonModel {
     /// Builds the decoder from `vb` rooted at the checkpoint root (tensors `model.*`,
     /// `lm_head.*`). `mode` selects fused (inference) or differentiable (training) ops.
     pub fn new(cfg: &ChameleonConfig, vb: VarBuilder, mode: OpsMode) -> Result<Self> {
+        Self::with_lora(cfg, vb, mode, None)
+    }
+
+    /// [`ChameleonModel::new`] with LoRA adapters on the layers `lora` targets (training).
+    pub fn with_lora(
+        cfg: &ChameleonConfig,
+        vb: VarBuilder,
+        mode: OpsMode,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self> {
+        if let Some(spec) = lora {
+            spec.validate().map_err(candle_core::Error::Msg)?;
+        }
         let m = vb.pp("model");
         let embed = m.get_with_hints(
             (cfg.vocab_size, cfg.hidden_size),
@@ -191,7 +210,7 @@ impl ChameleonModel {
             },
         )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, mode, m.pp(format!("layers.{i}"))))
+            .map(|i| DecoderLayer::new(cfg, mode, lora, m.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings {

@@ -9,6 +9,7 @@
 use candle_core::{DType, Device, Module, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::lora::LoraAdapter;
 use crate::ops::OpsMode;
 
 /// Largest row count routed to the few-row kernel.
@@ -18,11 +19,26 @@ const MAX_FEW_ROWS: usize = 8;
 pub struct Linear {
     inner: candle_nn::Linear,
     mode: OpsMode,
+    lora: Option<LoraAdapter>,
 }
 
 impl Linear {
     pub fn new(inner: candle_nn::Linear, mode: OpsMode) -> Self {
-        Self { inner, mode }
+        Self {
+            inner,
+            mode,
+            lora: None,
+        }
+    }
+
+    /// Adds a LoRA adapter (training; see [`super::lora`]).
+    pub fn with_lora(mut self, adapter: LoraAdapter) -> Self {
+        self.lora = Some(adapter);
+        self
+    }
+
+    pub fn lora(&self) -> Option<&LoraAdapter> {
+        self.lora.as_ref()
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -41,6 +57,9 @@ impl Linear {
             && w.dtype() == DType::F32
             && matches!(x.device(), Device::Cpu)
             && w.is_contiguous();
+        if let Some(lora) = &self.lora {
+            return self.inner.forward(x)? + lora.delta(x)?;
+        }
         if !eligible {
             return self.inner.forward(x);
         }

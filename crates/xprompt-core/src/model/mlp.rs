@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use super::linear::Linear;
 
 use super::attention::linear;
+use super::lora::LoraSpec;
 use crate::config::ChameleonConfig;
 use crate::ops::{self, OpsMode};
 
@@ -17,16 +18,21 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(cfg: &ChameleonConfig, mode: OpsMode, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &ChameleonConfig,
+        mode: OpsMode,
+        lora: Option<&LoraSpec>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let (h, i, std) = (
             cfg.hidden_size,
             cfg.intermediate_size,
             cfg.initializer_range,
         );
         Ok(Self {
-            gate_proj: linear(h, i, cfg.mlp_bias, std, mode, vb.pp("gate_proj"))?,
-            up_proj: linear(h, i, cfg.mlp_bias, std, mode, vb.pp("up_proj"))?,
-            down_proj: linear(i, h, cfg.mlp_bias, std, mode, vb.pp("down_proj"))?,
+            gate_proj: linear(h, i, cfg.mlp_bias, std, mode, lora, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, cfg.mlp_bias, std, mode, lora, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, cfg.mlp_bias, std, mode, lora, vb.pp("down_proj"))?,
         })
     }
 }

@@ -1,0 +1,109 @@
+//! Which parameters a run trains: all of them (training from scratch, full fine-tuning),
+//! the ones whose names match `model.train` patterns (partial fine-tuning), or LoRA adapters
+//! (plus the embedding, which holds the new X-Prompt rows).
+//!
+//! Every tensor still lives in the one `VarMap` — initialisation, loading a checkpoint,
+//! saving and resuming treat them alike — but frozen tensors reach the model as *detached*
+//! views of their variable: same storage (so loading values later still shows through), no
+//! gradient tracking, so candle computes no gradient for them and the optimiser never sees them.
+
+use candle_core::{DType, Device, Result as CResult, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+use xprompt_core::config::ChameleonConfig;
+use xprompt_core::model::lora::{is_adapter_tensor, LoraSpec};
+
+/// The trainable subset of a model's parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParamPlan {
+    /// LoRA adapters to add (always trained).
+    pub lora: Option<LoraSpec>,
+    /// Name substrings of the other trained tensors; `None` trains everything, except under
+    /// LoRA where it defaults to the embedding (X-Prompt rows).
+    pub train: Option<Vec<String>>,
+}
+
+/// Default trained tensors besides the adapters under LoRA.
+pub const LORA_DEFAULT_TRAIN: &[&str] = &["embed_tokens"];
+
+impl ParamPlan {
+    /// Train every parameter.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn is_trainable(&self, name: &str) -> bool {
+        if is_adapter_tensor(name) {
+            return true;
+        }
+        match (&self.train, &self.lora) {
+            (Some(patterns), _) => patterns.iter().any(|p| name.contains(p.as_str())),
+            (None, Some(_)) => LORA_DEFAULT_TRAIN.iter().any(|p| name.contains(p)),
+            (None, None) => true,
+        }
+    }
+
+    /// Trained and total parameter counts for `cfg`, before anything is allocated.
+    pub fn counts(&self, cfg: &ChameleonConfig) -> (usize, usize) {
+        let shapes = cfg.parameter_shapes(self.lora.as_ref());
+        let size = |s: &Vec<usize>| s.iter().product::<usize>();
+        let total = shapes.iter().map(|(_, s)| size(s)).sum();
+        let trained = shapes
+            .iter()
+            .filter(|(n, _)| self.is_trainable(n))
+            .map(|(_, s)| size(s))
+            .sum();
+        (trained, total)
+    }
+
+    /// Patterns that match no parameter of `cfg` (a typo would otherwise freeze everything).
+    pub fn unmatched_patterns(&self, cfg: &ChameleonConfig) -> Vec<String> {
+        let shapes = cfg.parameter_shapes(self.lora.as_ref());
+        self.train
+            .iter()
+            .flatten()
+            .filter(|p| !shapes.iter().any(|(n, _)| n.contains(p.as_str())))
+            .cloned()
+            .collect()
+    }
+
+    /// A `VarBuilder` over `varmap` that hands out frozen tensors detached.
+    pub fn var_builder<'a>(&self, varmap: &VarMap) -> VarBuilder<'a> {
+        VarBuilder::from_backend(
+            Box::new(Freezing {
+                varmap: varmap.clone(),
+                plan: self.clone(),
+            }),
+            DType::F32,
+            Device::Cpu,
+        )
+    }
+}
+
+struct Freezing {
+    varmap: VarMap,
+    plan: ParamPlan,
+}
+
+impl SimpleBackend for Freezing {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> CResult<Tensor> {
+        let t = self.varmap.get(s, name, h, dtype, dev)?;
+        Ok(if self.plan.is_trainable(name) {
+            t
+        } else {
+            t.detach()
+        })
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> CResult<Tensor> {
+        candle_core::bail!("parameter {name}: a training VarBuilder needs its shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
+    }
+}
