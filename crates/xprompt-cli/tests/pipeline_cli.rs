@@ -140,14 +140,29 @@ log_every = 1
     // Fine-tuning: start from the trained model directory (a Hugging Face layout) and append
     // X-Prompt rows; size fields next to model.from are refused.
     let ft = exp
-        .replace("hidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\nintermediate_size = 64\nxp_tokens = 2\ntext_vocab = 100", "from = \"model\"\nxp_tokens = 3")
+        .replace("hidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\nintermediate_size = 64\nxp_tokens = 2\ntext_vocab = 100", "from = \"model\"\nxp_tokens = 2")
         .replace("steps = 4", "steps = 2");
     assert!(ft.contains("from = \"model\""));
     std::fs::write(t.join("ft.toml"), &ft).unwrap();
     let log = xprompt(t, &["train", "--config", "ft.toml", "--out", "ft"]);
     assert!(
-        log.contains("initialised") && log.contains("X-Prompt rows"),
+        log.contains("initialised") && log.contains("continuing its X-Prompt rows"),
         "{log}"
+    );
+    // An X-Prompt model keeps its X-Prompt rows: another count is refused.
+    std::fs::write(
+        t.join("ft_xp.toml"),
+        ft.replace("xp_tokens = 2", "xp_tokens = 3"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "ft_xp.toml", "--out", "ft3"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("already has 2 X-Prompt tokens")
     );
     // LoRA fine-tuning: adapters on q/v, merged into the exported weights, which load as a
     // plain model directory.
@@ -187,7 +202,7 @@ log_every = 1
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("qkv"));
     std::fs::write(
         t.join("ft_bad.toml"),
-        ft.replace("xp_tokens = 3", "xp_tokens = 3\nhidden_size = 64"),
+        ft.replace("xp_tokens = 2", "xp_tokens = 2\nhidden_size = 64"),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))

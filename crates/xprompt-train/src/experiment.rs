@@ -390,10 +390,25 @@ fn prepare_finetune(
             .filter(|(n, _)| n != xprompt_core::vocab::IMAGE_PLACEHOLDER)
             .collect(),
     };
-    let base = md.config.vocab_size;
-    let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
     let mut raw = md.raw.clone();
-    raw.vocab_size = base + xp.len();
+    // An X-Prompt model (e.g. models/default) continues with its own X-Prompt rows; any other
+    // checkpoint gets `xp_tokens` new rows appended.
+    let (base, xp) = if md.config.xp_token_ids.is_empty() {
+        let base = md.config.vocab_size;
+        let xp: Vec<u32> = (base..base + e.model.xp_tokens).map(|i| i as u32).collect();
+        (base, xp)
+    } else {
+        if md.config.xp_token_ids.len() != e.model.xp_tokens {
+            return Err(TrainError::Data(format!(
+                "{} already has {} X-Prompt tokens; set model.xp_tokens = {} to continue training it",
+                src.display(),
+                md.config.xp_token_ids.len(),
+                md.config.xp_token_ids.len()
+            )));
+        }
+        (md.config.vocab_size, md.config.xp_token_ids.clone())
+    };
+    raw.vocab_size = base.max(xp.iter().map(|&i| i as usize + 1).max().unwrap_or(0));
     let (cfg, vocab) = finish_model_dir(e, out, raw, map, xp, factor)?;
     if vocab.num_image_codes() != n_codes {
         return Err(TrainError::Data(format!(

@@ -139,8 +139,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let (Some(p), true) = (&pretrained, ckpts.is_empty()) {
         let n = xprompt_train::pretrained::load_pretrained(&trainer.varmap, &p.dir, p.base_vocab)?;
+        let xp_note = if p.base_vocab < cfg.vocab_size {
+            "new X-Prompt rows = mean embedding"
+        } else {
+            "continuing its X-Prompt rows"
+        };
         eprintln!(
-            "initialised {n} tensors from {} (X-Prompt rows = mean embedding)",
+            "initialised {n} tensors from {} ({xp_note})",
             p.dir.display()
         );
     }
