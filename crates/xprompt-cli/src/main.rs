@@ -49,6 +49,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Run the bundled default model on its demo set; writes PNGs and index.html.
     Demo(commands::demo::DemoArgs),
+    /// Copy a trained model directory for shipping (f16 weights, logits checked).
+    Export(commands::export::ExportArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -75,6 +77,7 @@ fn main() {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Export(a) => commands::export::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -258,6 +258,23 @@ log_every = 1
     );
     assert!(t.join("report/report.json").exists());
 
+    // Export for shipping: f16 weights, logits checked against the f32 original.
+    let log = xprompt(
+        t,
+        &[
+            "export", "--model", "model", "--out", "shipped", "--dtype", "f16",
+        ],
+    );
+    assert!(log.contains("max |Δlogit|"), "{log}");
+    let f32_size = std::fs::metadata(t.join("model/model.safetensors"))
+        .unwrap()
+        .len();
+    let f16_size = std::fs::metadata(t.join("shipped/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(f16_size * 10 < f32_size * 6, "{f16_size} vs {f32_size}");
+    assert!(t.join("shipped/vqgan/vqgan.yaml").exists() && !t.join("shipped/checkpoints").exists());
+
     // The demo: a set bundled from the suite, run on the trained model.
     xprompt(
         t,

@@ -5,6 +5,7 @@ pub mod db;
 pub mod debug;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod pretokenize;
