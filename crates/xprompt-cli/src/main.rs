@@ -54,7 +54,18 @@ enum Command {
     // <subcommands: add new variants above this line, one per module>
 }
 
+/// Output piped into `head` and the like: exit quietly when the reader goes away, as other
+/// command-line tools do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    restore_default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -295,7 +295,13 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
             .clone()
             .context("give --query IMG and/or --prompt TEXT")?;
         let cells = size / geometry.pixels_per_cell;
-        let prompt = text_to_image_prompt(&caption, size, size);
+        // Lumina-mGPT was trained on its T2I template; models trained by xprompt (config with
+        // an `xprompt` section) saw the plain instruction, as the task suite words it.
+        let prompt = if p.dir.raw.xprompt.is_some() {
+            caption.clone()
+        } else {
+            text_to_image_prompt(&caption, size, size)
+        };
         let ids = builder.query_ids(&Query {
             instruction: Some(prompt),
             images: vec![],
