@@ -19,7 +19,11 @@ use crate::error::{EvalError, Result};
 use crate::metrics::{
     depth_metrics, edge_f_score, exact_match, normal_angles, psnr, ssim, token_f1, Confusion,
 };
-use crate::runner::{Answer, EvalRequest, Example, InContextRunner, Reconstructor, Setting};
+use crate::runner::{
+    Answer, EvalRequest, Example, ExampleSource, InContextRunner, Reconstructor, Setting,
+};
+use xprompt_retrieval::embed::lexical::{LexicalEmbedder, LexicalParams};
+use xprompt_retrieval::Embedder;
 
 /// PSNR of identical images is infinite; per-item values are capped here so that means stay finite.
 pub const PSNR_CAP: f64 = 100.0;
@@ -123,6 +127,93 @@ pub fn pick_examples<'a>(suite: &'a Suite, q: &Record, k: usize, seed: u64) -> V
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, &q.id, 0));
     pool.choose_multiple(&mut rng, k).copied().collect()
+}
+
+/// Training records of one family with a lexical embedding of their instructions: the
+/// example database RAIE retrieves from.
+struct FamilyIndex<'a> {
+    records: Vec<&'a Record>,
+    vectors: Vec<Vec<f32>>,
+    embedder: LexicalEmbedder,
+}
+
+/// Builds one [`FamilyIndex`] per family of the suite's train split.
+fn family_indexes(suite: &Suite) -> Result<BTreeMap<Family, FamilyIndex<'_>>> {
+    let mut by_family: BTreeMap<Family, Vec<&Record>> = BTreeMap::new();
+    for r in suite.records.iter().filter(|r| r.split == Split::Train) {
+        by_family.entry(r.family).or_default().push(r);
+    }
+    let mut out = BTreeMap::new();
+    for (family, records) in by_family {
+        let texts: Vec<&str> = records.iter().map(|r| r.instruction.as_str()).collect();
+        let mut embedder = LexicalEmbedder::new(LexicalParams::default())
+            .map_err(|e| EvalError::Settings(format!("retrieval embedder: {e}")))?;
+        embedder.fit(&texts);
+        let vectors = embedder
+            .embed(&texts)
+            .map_err(|e| EvalError::Settings(format!("retrieval embedder: {e}")))?;
+        out.insert(
+            family,
+            FamilyIndex {
+                records,
+                vectors,
+                embedder,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// k examples for a query under `source` (see [`ExampleSource`]); records of the query's own
+/// group (same generated pair) are never used.
+fn examples_for<'a>(
+    suite: &'a Suite,
+    index: &BTreeMap<Family, FamilyIndex<'a>>,
+    q: &Record,
+    setting: &Setting,
+    seed: u64,
+) -> Vec<&'a Record> {
+    let k = setting.shots;
+    if k == 0 {
+        return Vec::new();
+    }
+    match setting.source {
+        ExampleSource::SameTask => pick_examples(suite, q, k, seed),
+        ExampleSource::RandomFamily => {
+            let pool: Vec<&Record> = index
+                .get(&q.family)
+                .map(|f| {
+                    f.records
+                        .iter()
+                        .copied()
+                        .filter(|r| r.group != q.group)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, &q.id, 1));
+            pool.choose_multiple(&mut rng, k).copied().collect()
+        }
+        ExampleSource::Retrieved => {
+            let Some(f) = index.get(&q.family) else {
+                return Vec::new();
+            };
+            let qv = f.embedder.embed_one(&q.instruction);
+            let mut scored: Vec<(f32, usize)> = f
+                .records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.group != q.group)
+                .map(|(i, _)| (qv.iter().zip(&f.vectors[i]).map(|(a, b)| a * b).sum(), i))
+                .collect();
+            // Best first; ties by suite order, so the choice is deterministic.
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            scored
+                .into_iter()
+                .take(k)
+                .map(|(_, i)| f.records[i])
+                .collect()
+        }
+    }
 }
 
 /// Per-task accumulator.
@@ -279,6 +370,15 @@ pub fn evaluate(
         ));
     }
     let runner_name = runner.name();
+    let index = if opts
+        .settings
+        .iter()
+        .any(|s| s.shots > 0 && s.source != ExampleSource::SameTask)
+    {
+        family_indexes(suite)?
+    } else {
+        BTreeMap::new()
+    };
     let mut scorer = Scorer::new(suite.info.classes.len(), opts.edge_tolerance);
     let mut run = EvalRun {
         runner: runner_name.clone(),
@@ -321,7 +421,7 @@ pub fn evaluate(
             for (chunk_i, chunk) in queries.chunks(opts.batch_size).enumerate() {
                 let mut reqs = Vec::with_capacity(chunk.len());
                 for q in chunk {
-                    let examples = pick_examples(suite, q, setting.shots, opts.seed)
+                    let examples = examples_for(suite, &index, q, setting, opts.seed)
                         .into_iter()
                         .map(|e| {
                             Ok(Example {

@@ -18,6 +18,6 @@ pub use error::{EvalError, Result};
 pub use harness::{evaluate, EvalOptions, EvalRun};
 pub use report::write_report;
 pub use runner::{
-    Answer, CopyExample, EvalRequest, Example, Identity, InContextRunner, MaskMode, Reconstructor,
-    Setting,
+    Answer, CopyExample, EvalRequest, Example, ExampleSource, Identity, InContextRunner, MaskMode,
+    Reconstructor, Setting,
 };

@@ -19,20 +19,43 @@ pub enum MaskMode {
     XPrompt,
 }
 
-/// One evaluation setting: number of in-context examples and mask mode.
+/// Where a query's in-context examples come from (training split of the suite).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExampleSource {
+    /// Random records of the query's own task (the paper's Table-4 protocol).
+    #[default]
+    SameTask,
+    /// RAIE: the records of the query's family whose instructions are most similar to the
+    /// query's (lexical embedding, cosine), whatever their task.
+    Retrieved,
+    /// Random records of the query's family, whatever their task (RAIE's control).
+    RandomFamily,
+}
+
+/// One evaluation setting: number of in-context examples, mask mode, example source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Setting {
     pub shots: usize,
     pub mask: MaskMode,
+    #[serde(default)]
+    pub source: ExampleSource,
 }
 
 impl Setting {
     /// Row label as in the paper's Table 4: "0-shot", "1-shot causal", "1-shot X-Prompt".
     pub fn label(&self) -> String {
-        match (self.shots, self.mask) {
-            (0, _) => "0-shot".into(),
+        let base = match (self.shots, self.mask) {
+            (0, _) => return "0-shot".into(),
             (k, MaskMode::Causal) => format!("{k}-shot causal"),
             (k, MaskMode::XPrompt) => format!("{k}-shot X-Prompt"),
+        };
+        match self.source {
+            ExampleSource::SameTask => base,
+            ExampleSource::Retrieved => format!("{base}, retrieved (RAIE)"),
+            ExampleSource::RandomFamily => format!("{base}, random same-family"),
         }
     }
 
@@ -42,14 +65,17 @@ impl Setting {
             Setting {
                 shots: 0,
                 mask: MaskMode::XPrompt,
+                source: ExampleSource::SameTask,
             },
             Setting {
                 shots: 1,
                 mask: MaskMode::Causal,
+                source: ExampleSource::SameTask,
             },
             Setting {
                 shots: 1,
                 mask: MaskMode::XPrompt,
+                source: ExampleSource::SameTask,
             },
         ]
     }

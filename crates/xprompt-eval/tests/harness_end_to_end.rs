@@ -118,6 +118,7 @@ fn an_oracle_scores_perfectly_through_every_decoder() {
         settings: vec![Setting {
             shots: 1,
             mask: xprompt_eval::MaskMode::XPrompt,
+            source: Default::default(),
         }],
         ..Default::default()
     };
@@ -225,4 +226,83 @@ fn the_reconstruction_ceiling_is_scored_and_reported_first() {
         .position(|l| l.contains("identity — 0-shot"))
         .unwrap();
     assert!(row < first_setting);
+}
+
+/// Records what each request was shown and answers with the example's output.
+#[derive(Default)]
+struct Recorder(Vec<(String, Vec<String>)>);
+
+impl InContextRunner for Recorder {
+    fn name(&self) -> String {
+        "recorder".into()
+    }
+    fn run(&mut self, batch: &[EvalRequest]) -> xprompt_eval::Result<Vec<Answer>> {
+        let mut out = Vec::new();
+        for r in batch {
+            self.0.push((
+                r.instruction.clone(),
+                r.examples.iter().map(|e| e.instruction.clone()).collect(),
+            ));
+            out.push(match r.examples.first() {
+                Some(e) => e.output.clone(),
+                None => CopyExample.run(std::slice::from_ref(r))?.remove(0),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn shared_words(a: &str, b: &str) -> usize {
+    let words = |s: &str| -> std::collections::BTreeSet<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 2)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    words(a).intersection(&words(b)).count()
+}
+
+#[test]
+fn retrieved_examples_are_the_nearest_instructions_of_the_family() {
+    use xprompt_eval::ExampleSource;
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(&dir.path().join("suite"));
+    let editing: Vec<String> = s
+        .info
+        .tasks
+        .iter()
+        .filter(|t| t.family == xprompt_data::manifest::Family::Editing)
+        .map(|t| t.name.clone())
+        .collect();
+    assert!(editing.len() > 2);
+    let mut overlap = HashMap::new();
+    for source in [ExampleSource::Retrieved, ExampleSource::RandomFamily] {
+        let mut rec = Recorder::default();
+        let opts = EvalOptions {
+            tasks: Some(editing.clone()),
+            settings: vec![Setting {
+                shots: 1,
+                mask: xprompt_eval::MaskMode::XPrompt,
+                source,
+            }],
+            ..Default::default()
+        };
+        let run = evaluate(&s, &mut rec, &opts, None).unwrap();
+        assert!(run.tasks.iter().all(|t| t.n > 0));
+        assert!(rec.0.iter().all(|(_, ex)| ex.len() == 1));
+        let total: usize = rec.0.iter().map(|(q, ex)| shared_words(q, &ex[0])).sum();
+        overlap.insert(format!("{source:?}"), total as f64 / rec.0.len() as f64);
+    }
+    // Retrieval picks examples whose instructions share more words with the query's.
+    assert!(
+        overlap["Retrieved"] > overlap["RandomFamily"] + 0.5,
+        "{overlap:?}"
+    );
+    assert!(Setting {
+        shots: 1,
+        mask: xprompt_eval::MaskMode::XPrompt,
+        source: ExampleSource::Retrieved
+    }
+    .label()
+    .contains("RAIE"));
 }

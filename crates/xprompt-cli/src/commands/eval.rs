@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use image::RgbImage;
 use xprompt_core::sequence::ImageGrid;
 use xprompt_data::manifest::{Split, Suite, Target};
-use xprompt_eval::runner::{Answer as EvalAnswer, EvalRequest, MaskMode, Setting};
+use xprompt_eval::runner::{Answer as EvalAnswer, EvalRequest, ExampleSource, MaskMode, Setting};
 use xprompt_eval::{
     evaluate, write_report, EvalError, EvalOptions, InContextRunner, Reconstructor,
 };
@@ -24,6 +24,23 @@ pub enum MaskArg {
     Xprompt,
     Causal,
     Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SourceArg {
+    SameTask,
+    Retrieved,
+    RandomFamily,
+}
+
+impl From<SourceArg> for ExampleSource {
+    fn from(s: SourceArg) -> Self {
+        match s {
+            SourceArg::SameTask => ExampleSource::SameTask,
+            SourceArg::Retrieved => ExampleSource::Retrieved,
+            SourceArg::RandomFamily => ExampleSource::RandomFamily,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -41,6 +58,10 @@ pub struct EvalArgs {
     pub shots: Vec<usize>,
     #[arg(long, value_enum, default_value = "both")]
     pub mask: MaskArg,
+    /// Where the examples come from (comma-separated): `same-task` (the Table-4 protocol),
+    /// `retrieved` (RAIE: nearest instructions in the query's family), `random-family`.
+    #[arg(long, value_delimiter = ',', default_value = "same-task")]
+    pub sources: Vec<SourceArg>,
     /// At most this many queries per task.
     #[arg(long)]
     pub max_items: Option<usize>,
@@ -203,9 +224,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
             settings.push(Setting {
                 shots: 0,
                 mask: MaskMode::XPrompt,
+                source: ExampleSource::SameTask,
             });
         } else {
-            settings.extend(masks.iter().map(|&mask| Setting { shots: k, mask }));
+            for &source in &a.sources {
+                settings.extend(masks.iter().map(|&mask| Setting {
+                    shots: k,
+                    mask,
+                    source: source.into(),
+                }));
+            }
         }
     }
     let opts = EvalOptions {
