@@ -17,6 +17,7 @@ use crate::error::{Result, VqganError};
 use crate::image_io::U8Image;
 use crate::metrics::{psnr, ssim};
 use crate::model::Vqgan;
+use crate::quantizer::VectorQuantizer;
 use crate::preprocess::{to_tensor, to_u8_image};
 use crate::train::adamw::{AdamW, AdamWParams};
 use crate::train::config::TrainConfig;
@@ -154,6 +155,28 @@ fn reseed_dead(
     Ok(dead.len())
 }
 
+/// Data-dependent codebook initialisation: every code becomes a random encoder output.
+/// taming's U(±1/K) init leaves all codes near zero, far from the encoder's outputs; Adam moves
+/// a code by about `lr` per step, so the decoder sees near-constant inputs and training sits
+/// at the mean image for thousands of steps (measured: 13 dB after 300 steps).
+fn init_codebook_from_data(
+    model: &Vqgan,
+    codebook: &Var,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    dev: &Device,
+) -> Result<()> {
+    let f = cfg.model.downsample_factor().max(1);
+    let per_image = ((cfg.crop / f) * (cfg.crop / f)).max(1);
+    let images = cfg.model.n_embed.div_ceil(per_image).clamp(1, 64);
+    let x = data.batch(0, images, cfg.crop, cfg.seed ^ fnv1a(b"codebook-init"), dev)?;
+    let z = model.encode_latent(&x)?;
+    let z_flat = VectorQuantizer::flatten_latent(&z)?.detach();
+    let unused = vec![0u64; cfg.model.n_embed];
+    reseed_dead(codebook, &unused, &z_flat, cfg.seed, 0)?;
+    Ok(())
+}
+
 /// Train (or resume training) a VQGAN; `on_progress` receives each report.
 pub fn train(
     cfg: &TrainConfig,
@@ -245,6 +268,9 @@ pub fn train(
         opts.max_pixels,
     )?;
     let held = data.holdout_crops(cfg.crop);
+    if start == 0 {
+        init_codebook_from_data(&model, &codebook, &data, cfg, dev)?;
+    }
     let mut log = io(
         &tdir.join("log.jsonl"),
         std::fs::OpenOptions::new()
