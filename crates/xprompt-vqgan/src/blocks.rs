@@ -2,14 +2,14 @@
 //! attention over all positions), `Downsample` (asymmetric pad + stride-2 conv) and `Upsample`
 //! (nearest x2 + conv). Reference: taming `modules/diffusionmodules/model.py`, identical to
 //! Lumina-mGPT `chameleon_vae_ori/vqgan.py` (CHAMELEON_LUMINA.md §4.2).
-use crate::config::{NORM_EPS, NORM_GROUPS};
+use crate::config::NORM_EPS;
 use crate::nn::{pad_right_bottom, softmax_last_dim, Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// `Normalize(C)` = GroupNorm(32, C, eps 1e-6).
-pub fn normalize(c: usize, vb: VarBuilder) -> Result<GroupNorm> {
-    GroupNorm::new(c, NORM_GROUPS, NORM_EPS, vb)
+/// `Normalize(C)` = GroupNorm(groups, C, eps 1e-6); taming's groups are 32.
+pub fn normalize(c: usize, groups: usize, vb: VarBuilder) -> Result<GroupNorm> {
+    GroupNorm::new(c, groups, NORM_EPS, vb)
 }
 
 /// `ResnetBlock(in, out)`; `nin_shortcut` (1x1) exists only when in != out. Dropout is the
@@ -24,16 +24,16 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(c_in: usize, c_out: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         let nin_shortcut = if c_in != c_out {
             Some(Conv2d::new(c_in, c_out, 1, 0, 1, vb.pp("nin_shortcut"))?)
         } else {
             None
         };
         Ok(Self {
-            norm1: normalize(c_in, vb.pp("norm1"))?,
+            norm1: normalize(c_in, groups, vb.pp("norm1"))?,
             conv1: Conv2d::new(c_in, c_out, 3, 1, 1, vb.pp("conv1"))?,
-            norm2: normalize(c_out, vb.pp("norm2"))?,
+            norm2: normalize(c_out, groups, vb.pp("norm2"))?,
             conv2: Conv2d::new(c_out, c_out, 3, 1, 1, vb.pp("conv2"))?,
             nin_shortcut,
         })
@@ -65,9 +65,9 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(c: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm: normalize(c, vb.pp("norm"))?,
+            norm: normalize(c, groups, vb.pp("norm"))?,
             q: Conv2d::new(c, c, 1, 0, 1, vb.pp("q"))?,
             k: Conv2d::new(c, c, 1, 0, 1, vb.pp("k"))?,
             v: Conv2d::new(c, c, 1, 0, 1, vb.pp("v"))?,

@@ -60,6 +60,11 @@ pub struct RawDdConfig {
     pub give_pre_end: Option<bool>,
     #[serde(default)]
     pub tanh_out: Option<bool>,
+    /// GroupNorm groups (xprompt extension; taming hard-codes 32). With few channels, 32
+    /// groups is instance norm, which strips each image's colour and brightness from the
+    /// features: small tokenizers use fewer groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_groups: Option<usize>,
 }
 
 /// Validated VQGAN configuration (no options; every value checked).
@@ -78,6 +83,8 @@ pub struct VqganConfig {
     pub attn_resolutions: Vec<usize>,
     pub dropout: f64,
     pub tanh_out: bool,
+    /// GroupNorm groups (32 in every taming / Chameleon checkpoint).
+    pub norm_groups: usize,
 }
 
 impl VqganConfig {
@@ -97,6 +104,7 @@ impl VqganConfig {
             attn_resolutions: vec![],
             dropout: 0.0,
             tanh_out: false,
+            norm_groups: NORM_GROUPS,
         }
     }
 
@@ -152,6 +160,7 @@ impl VqganConfig {
                         use_linear_attn: None,
                         give_pre_end: None,
                         tanh_out: if self.tanh_out { Some(true) } else { None },
+                        norm_groups: (self.norm_groups != NORM_GROUPS).then_some(self.norm_groups),
                     },
                 },
             },
@@ -225,18 +234,22 @@ impl RawModelParams {
                 return bad(format!("{name} must be positive"));
             }
         }
+        let groups = d.norm_groups.unwrap_or(NORM_GROUPS);
+        if groups == 0 {
+            return bad("ddconfig.norm_groups must be positive".into());
+        }
         for &m in &d.ch_mult {
             let c = d.ch * m;
-            if m == 0 || !c.is_multiple_of(NORM_GROUPS) {
+            if m == 0 || !c.is_multiple_of(groups) {
                 return bad(format!(
-                    "ddconfig.ch*ch_mult = {}*{m} = {c} must be a positive multiple of {NORM_GROUPS} (GroupNorm groups)",
+                    "ddconfig.ch*ch_mult = {}*{m} = {c} must be a positive multiple of {groups} (GroupNorm groups)",
                     d.ch
                 ));
             }
         }
-        if !d.ch.is_multiple_of(NORM_GROUPS) {
+        if !d.ch.is_multiple_of(groups) {
             return bad(format!(
-                "ddconfig.ch = {} must be a multiple of {NORM_GROUPS}",
+                "ddconfig.ch = {} must be a multiple of {groups} (GroupNorm groups)",
                 d.ch
             ));
         }
@@ -257,6 +270,31 @@ impl RawModelParams {
             attn_resolutions: d.attn_resolutions.clone(),
             dropout,
             tanh_out: d.tanh_out.unwrap_or(false),
+            norm_groups: groups,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_groups_round_trip_and_are_checked() {
+        // Taming's 32 is the default and is not written out (files stay taming-compatible).
+        let c = VqganConfig::chameleon();
+        assert_eq!(c.norm_groups, NORM_GROUPS);
+        assert!(!c.to_yaml_string().contains("norm_groups"));
+        let mut small = c.clone();
+        small.ch = 32;
+        small.ch_mult = vec![1, 2];
+        small.norm_groups = 8;
+        let text = small.to_yaml_string();
+        assert!(text.contains("norm_groups: 8"));
+        let back = VqganConfig::from_yaml_str(&text, Path::new("x.yaml")).unwrap();
+        assert_eq!(back, small);
+        small.norm_groups = 3;
+        let err = small.validate().unwrap_err().to_string();
+        assert!(err.contains("multiple of 3"), "{err}");
     }
 }

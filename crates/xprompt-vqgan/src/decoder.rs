@@ -38,9 +38,9 @@ impl Decoder {
         let mut curr_res = cfg.resolution >> (n - 1);
         let conv_in = Conv2d::new(cfg.z_channels, block_in, 3, 1, 1, vb.pp("conv_in"))?;
         let vm = vb.pp("mid");
-        let mid_block_1 = ResnetBlock::new(block_in, block_in, vm.pp("block_1"))?;
-        let mid_attn_1 = AttnBlock::new(block_in, vm.pp("attn_1"))?;
-        let mid_block_2 = ResnetBlock::new(block_in, block_in, vm.pp("block_2"))?;
+        let mid_block_1 = ResnetBlock::new(block_in, block_in, cfg.norm_groups, vm.pp("block_1"))?;
+        let mid_attn_1 = AttnBlock::new(block_in, cfg.norm_groups, vm.pp("attn_1"))?;
+        let mid_block_2 = ResnetBlock::new(block_in, block_in, cfg.norm_groups, vm.pp("block_2"))?;
         let mut up_rev = Vec::with_capacity(n);
         for i in (0..n).rev() {
             let vl = vb.pp(format!("up.{i}"));
@@ -51,11 +51,16 @@ impl Decoder {
                 block.push(ResnetBlock::new(
                     block_in,
                     block_out,
+                    cfg.norm_groups,
                     vl.pp(format!("block.{j}")),
                 )?);
                 block_in = block_out;
                 if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, vl.pp(format!("attn.{j}")))?);
+                    attn.push(AttnBlock::new(
+                        block_in,
+                        cfg.norm_groups,
+                        vl.pp(format!("attn.{j}")),
+                    )?);
                 }
             }
             let upsample = if i != 0 {
@@ -77,7 +82,7 @@ impl Decoder {
             mid_attn_1,
             mid_block_2,
             up: up_rev,
-            norm_out: normalize(block_in, vb.pp("norm_out"))?,
+            norm_out: normalize(block_in, cfg.norm_groups, vb.pp("norm_out"))?,
             conv_out: Conv2d::new(block_in, cfg.out_ch, 3, 1, 1, vb.pp("conv_out"))?,
             tanh_out: cfg.tanh_out,
         })

@@ -48,11 +48,16 @@ impl Encoder {
                 block.push(ResnetBlock::new(
                     block_in,
                     block_out,
+                    cfg.norm_groups,
                     vl.pp(format!("block.{j}")),
                 )?);
                 block_in = block_out;
                 if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, vl.pp(format!("attn.{j}")))?);
+                    attn.push(AttnBlock::new(
+                        block_in,
+                        cfg.norm_groups,
+                        vl.pp(format!("attn.{j}")),
+                    )?);
                 }
             }
             let downsample = if i + 1 != cfg.num_resolutions() {
@@ -71,10 +76,10 @@ impl Encoder {
         Ok(Self {
             conv_in,
             down,
-            mid_block_1: ResnetBlock::new(block_in, block_in, vm.pp("block_1"))?,
-            mid_attn_1: AttnBlock::new(block_in, vm.pp("attn_1"))?,
-            mid_block_2: ResnetBlock::new(block_in, block_in, vm.pp("block_2"))?,
-            norm_out: normalize(block_in, vb.pp("norm_out"))?,
+            mid_block_1: ResnetBlock::new(block_in, block_in, cfg.norm_groups, vm.pp("block_1"))?,
+            mid_attn_1: AttnBlock::new(block_in, cfg.norm_groups, vm.pp("attn_1"))?,
+            mid_block_2: ResnetBlock::new(block_in, block_in, cfg.norm_groups, vm.pp("block_2"))?,
+            norm_out: normalize(block_in, cfg.norm_groups, vb.pp("norm_out"))?,
             conv_out: Conv2d::new(block_in, cfg.z_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }

@@ -67,6 +67,8 @@ pub struct RawModelSection {
     pub embed_dim: Option<usize>,
     pub n_embed: Option<usize>,
     pub resolution: Option<usize>,
+    /// GroupNorm groups (default 32 as in taming; fewer for small channel counts).
+    pub norm_groups: Option<usize>,
 }
 
 /// `[train]` table.
@@ -170,6 +172,9 @@ impl RawTrainConfig {
         if let Some(v) = m.resolution {
             model.resolution = v
         }
+        if let Some(v) = m.norm_groups {
+            model.norm_groups = v
+        }
         model
             .validate()
             .map_err(|e| VqganError::config(path, format!("[model]: {e}")))?;
@@ -265,6 +270,7 @@ impl TrainConfig {
                 embed_dim: Some(m.embed_dim),
                 n_embed: Some(m.n_embed),
                 resolution: Some(m.resolution),
+                norm_groups: Some(m.norm_groups),
             },
             train: RawTrainSection {
                 steps: Some(self.steps),
