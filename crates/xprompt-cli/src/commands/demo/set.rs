@@ -58,6 +58,9 @@ pub struct Entry {
     /// Ground truth, for the reader's comparison.
     pub reference_image: Option<String>,
     pub reference_text: Option<String>,
+    /// Licences of the sources of this entry's images (from the suite records).
+    #[serde(default)]
+    pub licences: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,11 +188,13 @@ pub fn bundle(suite_dir: &Path, out: &Path) -> Result<DemoSet> {
             Some(rel) => Some(copy_image(&suite, rel, out, format!("{task}-truth.png"))?),
             None => None,
         };
+        let mut licences = query.licences.clone();
         let example = if kind == Kind::TextToImage {
             None
         } else {
             // Held-out records live in every split; the example is a training-split one.
             let ex = first(&suite, task, Split::Train)?;
+            licences.extend(ex.licences.iter().cloned());
             let mut ex_inputs = Vec::new();
             for (i, rel) in ex.inputs.iter().enumerate() {
                 ex_inputs.push(copy_image(
@@ -223,6 +228,11 @@ pub fn bundle(suite_dir: &Path, out: &Path) -> Result<DemoSet> {
             inputs,
             reference_image,
             reference_text: query.output_text.clone(),
+            licences: {
+                licences.sort();
+                licences.dedup();
+                licences
+            },
         });
     }
     let set = DemoSet {
