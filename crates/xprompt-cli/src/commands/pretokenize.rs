@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
+use std::io::IsTerminal;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -145,7 +146,10 @@ impl Progress {
             return;
         }
         let now = Instant::now();
-        if done < total && self.last.is_some_and(|l| (now - l).as_secs_f64() < 0.5) {
+        // Live on a terminal (twice a second); in a log, a line every 30 s.
+        let tty = std::io::stderr().is_terminal();
+        let every = if tty { 0.5 } else { 30.0 };
+        if done < total && self.last.is_some_and(|l| (now - l).as_secs_f64() < every) {
             return;
         }
         self.last = Some(now);
@@ -156,12 +160,16 @@ impl Progress {
         } else {
             "-".into()
         };
-        eprint!("\rencoding {done}/{total} images, {rate:.1} img/s, ETA {eta}   ");
+        if tty {
+            eprint!("\rencoding {done}/{total} images, {rate:.1} img/s, ETA {eta}   ");
+        } else {
+            eprintln!("encoding {done}/{total} images, {rate:.1} img/s, ETA {eta}");
+        }
         let _ = std::io::stderr().flush();
     }
 
     fn finish(&self) {
-        if self.last.is_some() {
+        if self.last.is_some() && std::io::stderr().is_terminal() {
             eprintln!();
         }
     }
