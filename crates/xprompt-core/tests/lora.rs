@@ -1,10 +1,12 @@
 //! LoRA adapters: a fresh adapter leaves the model unchanged, a trained one merges into an
 //! equivalent plain model, and `parameter_shapes` lists exactly what the model allocates.
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use xprompt_core::config::ChameleonConfig;
 use xprompt_core::model::lora::{is_adapter_tensor, LoraSpec};
-use xprompt_core::model::{positions, ChameleonModel, Visibility};
+use xprompt_core::model::ChameleonModel;
 use xprompt_core::ops::OpsMode;
 
 fn config(bias: bool) -> ChameleonConfig {
@@ -23,18 +25,7 @@ fn spec() -> LoraSpec {
 }
 
 fn logits(m: &ChameleonModel) -> Vec<f32> {
-    let ids = Tensor::new(&[[1u32, 5, 9, 3, 7, 2]], &Device::Cpu).unwrap();
-    m.forward(
-        &ids,
-        &positions(1, 0, 6, &Device::Cpu).unwrap(),
-        Visibility::Causal,
-        None,
-    )
-    .unwrap()
-    .flatten_all()
-    .unwrap()
-    .to_vec1()
-    .unwrap()
+    common::forward_logits(m, &[1, 5, 9, 3, 7, 2])
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -361,21 +361,15 @@ fn lora_and_partial_plans_train_only_their_parameters_and_lora_exports_merged() 
     .unwrap();
     let ids = candle_core::Tensor::new(&[[3u32, 9, 4, 12, 7]], &dev).unwrap();
     let pos = positions(1, 0, 5, &dev).unwrap();
-    let a: Vec<f32> = t
-        .model
-        .forward(&ids, &pos, Visibility::Causal, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = plain
-        .forward(&ids, &pos, Visibility::Causal, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let logits = |m: &ChameleonModel| -> Vec<f32> {
+        m.forward(&ids, &pos, Visibility::Causal, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, b) = (logits(&t.model), logits(&plain));
     let err = a
         .iter()
         .zip(&b)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use xprompt_core::model::{positions, Visibility};
+use xprompt_core::model::{positions, ChameleonModel, Visibility};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
 use xprompt_core::npy;
 
@@ -32,10 +32,15 @@ pub fn causal_logits(dir: &Path, case: &str) -> Vec<f32> {
         .load_model(&LoadOptions::default())
         .unwrap();
     let ids: Vec<u32> = serde_json::from_value(ids_of(case)["ids"].clone()).unwrap();
+    forward_logits(&model, &ids)
+}
+
+/// Logits `(1, T, V)` (flattened) of one causal pass of `model` over `ids`.
+pub fn forward_logits(model: &ChameleonModel, ids: &[u32]) -> Vec<f32> {
     let t = ids.len();
     model
         .forward(
-            &Tensor::from_vec(ids, (1, t), &Device::Cpu).unwrap(),
+            &Tensor::from_vec(ids.to_vec(), (1, t), &Device::Cpu).unwrap(),
             &positions(1, 0, t, &Device::Cpu).unwrap(),
             Visibility::Causal,
             None,
