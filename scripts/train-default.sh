@@ -4,14 +4,14 @@
 #
 # Usage: scripts/train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES]
 #   WORK           work directory (data, suite, VQGAN, shard store, training run); ~3 GB
-#   VQ_MINUTES     train-vq budget for this call (default 55)
-#   MODEL_MINUTES  X-Prompt training budget for this call (default 70)
+#   VQ_MINUTES     train-vq budget for this call (default 17: the shipped tokenizer had 400 steps)
+#   MODEL_MINUTES  X-Prompt training budget for this call (default 62)
 # Then: bash scripts/train-default.sh WORK 0 0 ship   # export + demo set + evaluation into models/default
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES] [ship]}
-vq_minutes=${2:-55}
-model_minutes=${3:-70}
+vq_minutes=${2:-17}
+model_minutes=${3:-62}
 stage=${4:-train}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
