@@ -27,6 +27,12 @@ pub enum MaskArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    Test,
+    Val,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum SourceArg {
     SameTask,
     Retrieved,
@@ -67,6 +73,16 @@ pub struct EvalArgs {
     pub max_items: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Split the queries come from: `test` (reported numbers) or `val` (for choosing
+    /// decoding settings without touching the test split).
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// Sampling temperature for answers; 0 = greedy (argmax).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Top-k over image codes when sampling (temperature > 0).
+    #[arg(long, default_value_t = 2000)]
+    pub image_top_k: usize,
     /// Also report the VQGAN's reconstruction ceiling.
     #[arg(long)]
     pub ceiling: bool,
@@ -77,6 +93,7 @@ pub struct EvalArgs {
 struct ModelRunner {
     p: Pipeline,
     calls: usize,
+    sampler: SamplerConfig,
 }
 
 fn to_u8(img: &RgbImage) -> std::result::Result<U8Image, String> {
@@ -148,11 +165,7 @@ impl ModelRunner {
                 images,
             },
             shape,
-            sampler: SamplerConfig {
-                cfg: 1.0,
-                temperature: 0.0,
-                ..Default::default()
-            },
+            sampler: self.sampler,
             seed: r.seed,
             max_tokens,
         };
@@ -239,17 +252,32 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         tasks: a.tasks.clone(),
         settings,
-        split: Split::Test,
+        split: match a.split {
+            SplitArg::Test => Split::Test,
+            SplitArg::Val => Split::Val,
+        },
         max_items: a.max_items,
         seed: a.seed,
         ..Default::default()
     };
-    let mut runner = ModelRunner { p, calls: 0 };
+    // In-context answers without guidance (Lumina's Omni default, cfg 1).
+    let sampler = SamplerConfig {
+        cfg: 1.0,
+        temperature: a.temperature,
+        image_top_k: a.image_top_k,
+        ..Default::default()
+    };
+    let mut runner = ModelRunner {
+        p,
+        calls: 0,
+        sampler,
+    };
     let t = Instant::now();
     let mut recon = if a.ceiling {
         Some(ModelRunner {
             p: Pipeline::load(&a.model)?,
             calls: 0,
+            sampler,
         })
     } else {
         None
