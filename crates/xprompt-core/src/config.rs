@@ -261,30 +261,10 @@ impl RawChameleonConfig {
 impl ChameleonConfig {
     /// Number of parameters of the decoder (embeddings and lm_head included).
     pub fn parameter_count(&self) -> usize {
-        let h = self.hidden_size;
-        let d = self.head_dim;
-        let kv = self.num_key_value_heads * d;
-        let attn = h * h * 2
-            + h * kv * 2
-            + if self.attention_bias {
-                2 * h + 2 * kv
-            } else {
-                0
-            }
-            + 2 * (self.num_attention_heads * d + self.num_key_value_heads * d);
-        let mlp = 3 * h * self.intermediate_size
-            + if self.mlp_bias {
-                2 * self.intermediate_size + h
-            } else {
-                0
-            };
-        let layer = attn + mlp + 2 * h;
-        let head = if self.tie_word_embeddings {
-            0
-        } else {
-            self.vocab_size * h
-        };
-        self.vocab_size * h + self.num_hidden_layers * layer + h + head
+        self.parameter_shapes(None)
+            .iter()
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Every parameter tensor the decoder creates (checkpoint names, shapes), with the LoRA

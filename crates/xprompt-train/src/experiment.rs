@@ -465,7 +465,8 @@ fn finish_model_dir(
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| TrainError::io(to, e))?;
-    for name in ["vqgan.yaml", "vqgan.safetensors", "vqgan.ckpt"] {
+    use xprompt_vqgan::checkpoint::{CKPT_NAME, SAFETENSORS_NAME, YAML_NAME};
+    for name in [YAML_NAME, SAFETENSORS_NAME, CKPT_NAME] {
         let src = from.join(name);
         if src.exists() {
             std::fs::copy(&src, to.join(name)).map_err(|e| TrainError::io(&src, e))?;

@@ -158,8 +158,10 @@ pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
             // LoRA starts at the base model: B = 0.
             vec![0.0; n]
         } else if name.ends_with(LORA_A) {
+            // Same distribution as `LoraAdapter::new` (U(±1/√fan_in)), but seeded.
             let fan_in = dims.last().copied().unwrap_or(1).max(1);
-            let a = Normal::new(0f32, 1.0 / (fan_in as f32).sqrt())
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let a = rand_distr::Uniform::new_inclusive(-bound, bound)
                 .map_err(|e| TrainError::Data(e.to_string()))?;
             (0..n).map(|_| a.sample(&mut rng)).collect()
         } else if name.ends_with("bias") {

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use xprompt_core::model::{positions, Visibility};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
+use xprompt_vqgan::checkpoint::{CKPT_NAME, SAFETENSORS_NAME, YAML_NAME};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ExportDtype {
@@ -41,7 +42,7 @@ const PLAIN_FILES: &[&str] = &[
     "loss.png",
     "experiment.toml",
 ];
-const VQGAN_FILES: &[&str] = &["vqgan.yaml", "vqgan.safetensors", "vqgan.ckpt"];
+const VQGAN_FILES: &[&str] = &[YAML_NAME, SAFETENSORS_NAME, CKPT_NAME];
 
 fn probe_logits(dir: &std::path::Path) -> Result<Vec<f32>> {
     let md = ModelDir::open(dir)?;
