@@ -64,8 +64,28 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// Keeps freed tensor buffers inside the process. Tensor code allocates and frees buffers of
+/// the same few sizes thousands of times per training step; glibc's defaults hand every buffer
+/// above 128 KiB back to the kernel (mmap/munmap), so each reuse page-faults and zeroes fresh
+/// pages — measured as half of a training step's time (docs/PERFORMANCE.md). Raising the mmap
+/// and trim thresholds makes the heap keep and reuse them. A user's own `MALLOC_*` settings win.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
+        if !user_set {
+            // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            }
+        }
+    }
+}
+
 fn main() {
     restore_default_sigpipe();
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -7,12 +7,14 @@
 //! - [`tokenizer`] — the text tokenizer (`tokenizer.json`)
 //! - [`model`] — the decoder and its KV cache
 //! - [`ops`] — fused and differentiable numerical ops
+//! - [`kernels`] — CPU training kernels with exact backward passes (attention, norms, RoPE, SwiGLU)
 //! - [`checkpoint`] — safetensors loading with accounting; [`model_dir`]: a whole model directory
 //! - [`npy`] — `.npy` files for parity hooks
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod model_dir;
 pub mod npy;

@@ -1,26 +1,36 @@
-//! Numerical building blocks of the decoder, in two flavours with the same forward numerics:
+//! Numerical building blocks of the decoder, in three flavours with the same forward numerics:
 //!
 //! - [`OpsMode::Fused`]: candle's fused CPU/GPU kernels (`softmax_last_dim`, `rms_norm`,
 //!   `layer_norm`, `rope`). Fast, but they record **no gradient** — candle silently drops the
-//!   backward pass through them.
-//! - [`OpsMode::Differentiable`]: the same maths written with plain tensor ops, so autograd
-//!   flows. Every model built for training uses these; `tests` check them against finite
-//!   differences and against the fused versions.
+//!   backward pass through them. Inference only.
+//! - [`OpsMode::Differentiable`]: training. On the CPU (f32/f64) the ops run as our own
+//!   [`kernels`](crate::kernels), fused forward and backward; elsewhere as [`OpsMode::Plain`].
+//! - [`OpsMode::Plain`]: the same maths written with plain tensor ops, so candle's autograd
+//!   flows through them. The reference the kernels are tested against, and the fallback on
+//!   devices the kernels do not cover.
 
 use candle_core::{DType, Result, Tensor, D};
+
+use crate::kernels;
 
 /// Which implementation of the fused-able ops a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpsMode {
     Fused,
     Differentiable,
+    Plain,
+}
+
+/// Whether a differentiable op on `x` runs as a CPU kernel.
+fn uses_kernel(x: &Tensor, mode: OpsMode) -> bool {
+    mode == OpsMode::Differentiable && kernels::supports(x)
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor, mode: OpsMode) -> Result<Tensor> {
     match mode {
         OpsMode::Fused => candle_nn::ops::softmax_last_dim(x),
-        OpsMode::Differentiable => {
+        OpsMode::Differentiable | OpsMode::Plain => {
             // Subtracting the (detached) max changes nothing mathematically; it keeps exp finite.
             let max = x.max_keepdim(D::Minus1)?.detach();
             let e = x.broadcast_sub(&max)?.exp()?;
@@ -35,6 +45,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpsMode) -> Result<
     let dtype = x.dtype();
     match mode {
         OpsMode::Fused if dtype == DType::F32 => candle_nn::ops::rms_norm(x, weight, eps as f32),
+        _ if uses_kernel(x, mode) && weight.dtype() == dtype => {
+            kernels::norm::rms_norm(x, weight, eps)
+        }
         _ => {
             // Statistics in f32 (f64 inputs keep f64, for gradient checks).
             let stat_dtype = if dtype == DType::F64 {
@@ -68,6 +81,23 @@ pub fn layer_norm_plain(x: &Tensor, eps: f64, mode: OpsMode) -> Result<Tensor> {
     }
 }
 
+/// Per-head LayerNorm of `x: (…, heads, head_dim)` with affine `weight`, `bias`:
+/// `(heads, head_dim)` (Chameleon's q/k norm).
+pub fn head_layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    mode: OpsMode,
+) -> Result<Tensor> {
+    if uses_kernel(x, mode) && weight.dtype() == x.dtype() && bias.dtype() == x.dtype() {
+        return kernels::norm::head_layer_norm(x, weight, bias, eps);
+    }
+    layer_norm_plain(x, eps, mode)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
 /// Rotary position embedding in the rotate-half (NeoX / HF) layout.
 ///
 /// # Shapes
@@ -76,7 +106,8 @@ pub fn layer_norm_plain(x: &Tensor, eps: f64, mode: OpsMode) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpsMode) -> Result<Tensor> {
     match mode {
         OpsMode::Fused => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
-        OpsMode::Differentiable => {
+        _ if uses_kernel(x, mode) => kernels::rope::rope(x, cos, sin),
+        _ => {
             // (B, T, D/2) -> (B, 1, T, D): cat(θ, θ) as in transformers.
             let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
             let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
@@ -92,6 +123,14 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpsMode) -> Result<Ten
 /// SiLU, written out so that it is differentiable in every candle version.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     x * candle_nn::ops::sigmoid(x)?
+}
+
+/// SwiGLU's gate: `silu(gate) · up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor, mode: OpsMode) -> Result<Tensor> {
+    if uses_kernel(gate, mode) && up.dtype() == gate.dtype() {
+        return kernels::swiglu::swiglu(gate, up);
+    }
+    silu(gate)? * up
 }
 
 #[cfg(test)]
@@ -210,10 +249,19 @@ mod tests {
         let w = rand(&[6], 8).to_dtype(DType::F64).unwrap();
         let cos = rand(&[2, 4, 3], 9).to_dtype(DType::F64).unwrap();
         let sin = rand(&[2, 4, 3], 10).to_dtype(DType::F64).unwrap();
-        check_grad(&|t| softmax_last_dim(t, OpsMode::Differentiable), &x);
-        check_grad(&|t| rms_norm(t, &w, 1e-5, OpsMode::Differentiable), &x);
-        check_grad(&|t| layer_norm_plain(t, 1e-5, OpsMode::Differentiable), &x);
-        check_grad(&|t| rope(t, &cos, &sin, OpsMode::Differentiable), &x);
+        let hw = rand(&[4, 6], 11).to_dtype(DType::F64).unwrap();
+        let hb = rand(&[4, 6], 12).to_dtype(DType::F64).unwrap();
+        let up = rand(&[2, 3, 4, 6], 13).to_dtype(DType::F64).unwrap();
+        // Differentiable runs the CPU kernels; Plain the autograd graph of plain ops.
+        for mode in [OpsMode::Differentiable, OpsMode::Plain] {
+            check_grad(&|t| softmax_last_dim(t, mode), &x);
+            check_grad(&|t| rms_norm(t, &w, 1e-5, mode), &x);
+            check_grad(&|t| layer_norm_plain(t, 1e-5, mode), &x);
+            check_grad(&|t| head_layer_norm(t, &hw, &hb, 1e-5, mode), &x);
+            check_grad(&|t| rope(t, &cos, &sin, mode), &x);
+            check_grad(&|t| swiglu(t, &up, mode), &x);
+            check_grad(&|t| swiglu(&up, t, mode), &x);
+        }
         check_grad(&silu, &x);
     }
 }

@@ -34,9 +34,7 @@ impl HeadNorm {
     /// # Shapes
     /// `x`: `(B, T, heads, head_dim)` -> same.
     pub fn forward(&self, x: &Tensor, mode: OpsMode) -> Result<Tensor> {
-        ops::layer_norm_plain(x, QK_NORM_EPS, mode)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        ops::head_layer_norm(x, &self.weight, &self.bias, QK_NORM_EPS, mode)
     }
 }
 
@@ -187,6 +185,13 @@ impl Attention {
             Some(cache) => cache.append(&k, &v)?,
             None => (k, v),
         };
+        if mode == OpsMode::Differentiable && crate::kernels::supports(&q) {
+            // Training: fused attention with an exact backward, no (B, H, T, L) tensors kept.
+            let out = crate::kernels::attention::masked_attention(&q, &k, &v, mask)?
+                .transpose(1, 2)?
+                .reshape((b, t, h * d))?;
+            return self.o_proj.forward(&out);
+        }
         let l = k.dim(2)?;
         let rep = h / hkv;
         // Fold each group's query heads into the row axis: (B, H, T, D) -> (B, Hkv, rep·T, D).

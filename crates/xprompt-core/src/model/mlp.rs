@@ -15,6 +15,7 @@ pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    mode: OpsMode,
 }
 
 impl Mlp {
@@ -33,6 +34,7 @@ impl Mlp {
             gate_proj: linear(h, i, cfg.mlp_bias, std, mode, lora, vb.pp("gate_proj"))?,
             up_proj: linear(h, i, cfg.mlp_bias, std, mode, lora, vb.pp("up_proj"))?,
             down_proj: linear(i, h, cfg.mlp_bias, std, mode, lora, vb.pp("down_proj"))?,
+            mode,
         })
     }
 }
@@ -41,7 +43,11 @@ impl Module for Mlp {
     /// # Shapes
     /// `(B, T, hidden)` -> `(B, T, hidden)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gated = ops::swiglu(
+            &self.gate_proj.forward(x)?,
+            &self.up_proj.forward(x)?,
+            self.mode,
+        )?;
+        self.down_proj.forward(&gated)
     }
 }

@@ -1,0 +1,127 @@
+//! Borrowing the data of CPU tensors as slices, building result tensors, and a bounds-checked
+//! wrapper around the `gemm` crate for the per-head matrix products of the attention kernel.
+
+use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+
+use super::Real;
+
+/// The contiguous elements of a CPU storage seen through `layout`.
+pub(crate) fn slice<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(storage)?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("kernel input {what} is not contiguous"),
+    }
+}
+
+/// The contiguous elements of a tensor's storage, which must live on the CPU. Callers pass a
+/// contiguous tensor's `storage_and_layout()`.
+pub(crate) fn cpu_slice<'a, T: WithDType>(
+    storage: &'a Storage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
+    match storage {
+        Storage::Cpu(cpu) => slice(cpu, layout, what),
+        _ => bail!("kernel input {what} is not on the CPU"),
+    }
+}
+
+/// A CPU tensor owning `data`.
+pub(crate) fn tensor<T: WithDType>(data: Vec<T>, shape: &Shape) -> Result<Tensor> {
+    Tensor::from_vec(data, shape.clone(), &Device::Cpu)
+}
+
+/// A read-only matrix view: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// The first `rows × cols` elements of `data`, row-major.
+    pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The same elements, transposed (no copy).
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `out = scale · a · b`, or `out += scale · a · b` when `accumulate`; `out` is row-major
+/// `a.rows × b.cols`. Single-threaded: callers parallelise over heads.
+pub(crate) fn matmul<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>, scale: T, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k,
+        "matmul: inner dimensions {k} and {} differ",
+        b.rows
+    );
+    assert!(
+        out.len() >= m * n && a.fits() && b.fits(),
+        "matmul: view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    // SAFETY: every index gemm touches lies inside the three slices (checked above: `fits` and
+    // `out.len() >= m·n` with row stride n, column stride 1); `out` is not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::one(),
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! CPU training kernels: fused forward **and backward** passes for the ops whose plain-op
+//! autograd graphs dominate a training step — attention under an additive mask, RMSNorm, the
+//! per-head q/k LayerNorm, RoPE and SwiGLU.
+//!
+//! Each kernel is a candle custom op whose `bwd` computes the exact gradient, so unlike
+//! candle's own fused kernels (which record no gradient) they can be used for training. They
+//! read contiguous CPU buffers of `f32` or `f64` (the latter for finite-difference checks);
+//! [`supports`] says when a tensor qualifies, and `ops` falls back to the plain-op versions
+//! otherwise. Tests: `tests/kernels.rs` (forward and gradients against the plain ops, and
+//! against finite differences in f64).
+
+mod access;
+pub mod attention;
+pub mod norm;
+pub mod rope;
+pub mod swiglu;
+
+use candle_core::{DType, Tensor, WithDType};
+
+/// The element types the kernels are written for.
+pub trait Real:
+    num_traits::Float + num_traits::NumAssign + WithDType + Send + Sync + 'static
+{
+}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// True when `t` lives on the CPU in a dtype the kernels handle.
+pub fn supports(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}

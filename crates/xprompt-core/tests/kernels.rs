@@ -1,0 +1,312 @@
+//! The CPU training kernels (`xprompt_core::kernels`) against the plain-op autograd graphs they
+//! replace: same forward values, same gradients for every input, and gradients that match
+//! central finite differences in f64.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use xprompt_core::kernels::attention::masked_attention;
+use xprompt_core::ops::{self, OpsMode};
+
+/// Deterministic values in [-1, 1).
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// A `(mb, 1, t, l)` additive mask hiding a pseudo-random ~40 % of keys, never a row's last
+/// visible key (`past + i`, its own position), as in causal and X-Prompt masks.
+fn mask(mb: usize, t: usize, l: usize, seed: u64) -> Tensor {
+    let past = l - t;
+    let r = rand(&[mb, 1, t, l], seed)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let data: Vec<f32> = r
+        .iter()
+        .enumerate()
+        .map(|(n, &x)| {
+            let (i, j) = ((n / l) % t, n % l);
+            if j == past + i || (j < past + i && x > -0.2) {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    Tensor::from_vec(data, (mb, 1, t, l), &Device::Cpu).unwrap()
+}
+
+/// Reference attention from plain ops: repeat the key/value heads, softmax, weight.
+fn reference_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, h, _, d) = q.dims4()?;
+    let (_, g, l, _) = k.dims4()?;
+    let repeat = |x: &Tensor| -> Result<Tensor> {
+        x.unsqueeze(2)?
+            .broadcast_as((b, g, h / g, l, d))?
+            .reshape((b, h, l, d))
+    };
+    let (k, v) = (repeat(k)?, repeat(v)?);
+    let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
+    ops::softmax_last_dim(&scores, OpsMode::Plain)?.matmul(&v)
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap();
+    let b = b.to_dtype(DType::F64).unwrap();
+    let diff = (&a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    diff / scale.max(1e-12)
+}
+
+/// Forward values and gradients of `sum(f(inputs) · probe)` for every input.
+fn value_and_grads(
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|x| Var::from_tensor(x).unwrap())
+        .collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&tensors).unwrap();
+    let probe = rand(y.dims(), 77).to_dtype(y.dtype()).unwrap();
+    let grads = (&y * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = vars
+        .iter()
+        .map(|v| {
+            grads
+                .get(v.as_tensor())
+                .expect("every input gets a gradient")
+                .clone()
+        })
+        .collect();
+    (y, g)
+}
+
+/// The kernel and the reference agree on values and on every input's gradient (f32).
+fn assert_same(
+    kernel: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    what: &str,
+) {
+    let (yk, gk) = value_and_grads(kernel, inputs);
+    let (yr, gr) = value_and_grads(reference, inputs);
+    assert_eq!(yk.dims(), yr.dims(), "{what}: output shape");
+    let e = max_rel_diff(&yk, &yr);
+    assert!(e < 1e-5, "{what}: forward differs by {e:e}");
+    for (i, (a, b)) in gk.iter().zip(&gr).enumerate() {
+        let e = max_rel_diff(a, b);
+        assert!(e < 1e-4, "{what}: gradient of input {i} differs by {e:e}");
+    }
+}
+
+/// Central finite differences of `sum(f(inputs) · probe)` against the kernel's gradients, in
+/// f64, on a stride of elements of every input.
+fn assert_finite_differences(
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    what: &str,
+) {
+    let inputs: Vec<Tensor> = inputs
+        .iter()
+        .map(|x| x.to_dtype(DType::F64).unwrap())
+        .collect();
+    let (y, grads) = value_and_grads(f, &inputs);
+    let probe = rand(y.dims(), 77).to_dtype(DType::F64).unwrap();
+    let eval = |xs: &[Tensor]| -> f64 {
+        (f(xs).unwrap() * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    for (n, x) in inputs.iter().enumerate() {
+        let flat = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads[n].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in (0..flat.len()).step_by(5) {
+            let at = |delta: f64| {
+                let mut v = flat.clone();
+                v[i] += delta;
+                let mut xs = inputs.clone();
+                xs[n] = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
+                eval(&xs)
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (numeric - g[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "{what}: input {n} element {i}: finite difference {numeric} vs kernel {}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_kernel_matches_plain_attention_with_gqa_masks_and_cache() {
+    // (batch, heads, kv heads, queries, keys, head_dim, mask batches)
+    for (b, h, g, t, l, d, mb) in [
+        (2, 4, 2, 9, 9, 8, 2),
+        (2, 4, 4, 7, 7, 6, 1),
+        (1, 6, 2, 5, 12, 4, 1), // 7 cached positions
+        (3, 2, 1, 16, 16, 16, 3),
+    ] {
+        let q = rand(&[b, h, t, d], 1);
+        let k = rand(&[b, g, l, d], 2);
+        let v = rand(&[b, g, l, d], 3);
+        let m = mask(mb, t, l, 4);
+        let m2 = m.clone();
+        assert_same(
+            &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
+            &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
+            &[q, k, v],
+            &format!("attention b{b} h{h} g{g} t{t} l{l} d{d}"),
+        );
+    }
+}
+
+#[test]
+fn attention_kernel_matches_finite_differences() {
+    let m = mask(2, 5, 6, 9).to_dtype(DType::F64).unwrap();
+    let inputs = [
+        rand(&[2, 4, 5, 3], 5),
+        rand(&[2, 2, 6, 3], 6),
+        rand(&[2, 2, 6, 3], 7),
+    ];
+    assert_finite_differences(
+        &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
+        &inputs,
+        "attention",
+    );
+    assert_finite_differences(
+        &|x| masked_attention(&x[0], &x[1], &x[2], None),
+        &inputs,
+        "attention without mask",
+    );
+}
+
+#[test]
+fn attention_kernel_gives_zero_for_a_row_that_sees_nothing() {
+    let mut data = vec![0f32; 3 * 3];
+    data[3..6].fill(f32::NEG_INFINITY); // query row 1 sees no key
+    let m = Tensor::from_vec(data, (1, 1, 3, 3), &Device::Cpu).unwrap();
+    let q = Var::from_tensor(&rand(&[1, 2, 3, 4], 1)).unwrap();
+    let (k, v) = (rand(&[1, 2, 3, 4], 2), rand(&[1, 2, 3, 4], 3));
+    let out = masked_attention(q.as_tensor(), &k, &v, Some(&m)).unwrap();
+    let row = out
+        .narrow(2, 1, 1)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    assert_eq!(row.to_scalar::<f32>().unwrap(), 0.0);
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    let gq = grads.get(q.as_tensor()).unwrap();
+    assert!(gq
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite()));
+    assert_eq!(
+        gq.narrow(2, 1, 1)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+}
+
+#[test]
+fn attention_kernel_rejects_mismatched_shapes() {
+    let q = rand(&[1, 4, 3, 4], 1);
+    let k = rand(&[1, 3, 3, 4], 2); // 3 kv heads do not divide 4
+    let err = masked_attention(&q, &k, &k, None).unwrap_err().to_string();
+    assert!(err.contains("do not agree"), "{err}");
+    let k = rand(&[1, 2, 3, 4], 2);
+    let bad = Tensor::zeros((1, 1, 3, 5), DType::F32, &Device::Cpu).unwrap();
+    let err = masked_attention(&q, &k, &k, Some(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mask has shape"), "{err}");
+}
+
+#[test]
+fn norm_rope_and_swiglu_kernels_match_plain_ops() {
+    let x = rand(&[2, 5, 4, 6], 1);
+    let w = rand(&[6], 2);
+    let (hw, hb) = (rand(&[4, 6], 3), rand(&[4, 6], 4));
+    let (cos, sin) = (rand(&[2, 4, 3], 5), rand(&[2, 4, 3], 6));
+    let up = rand(&[2, 5, 4, 6], 7);
+    let (kernel, plain) = (OpsMode::Differentiable, OpsMode::Plain);
+    assert_same(
+        &|a| ops::rms_norm(&a[0], &a[1], 1e-5, kernel),
+        &|a| ops::rms_norm(&a[0], &a[1], 1e-5, plain),
+        &[x.clone(), w.clone()],
+        "rms_norm",
+    );
+    assert_same(
+        &|a| ops::head_layer_norm(&a[0], &a[1], &a[2], 1e-5, kernel),
+        &|a| ops::head_layer_norm(&a[0], &a[1], &a[2], 1e-5, plain),
+        &[x.clone(), hw.clone(), hb.clone()],
+        "head_layer_norm",
+    );
+    // RoPE wants (B, H, T, D): x is (2, 5, 4, 6) = B 2, H 5, T 4, D 6.
+    assert_same(
+        &|a| ops::rope(&a[0], &cos, &sin, kernel),
+        &|a| ops::rope(&a[0], &cos, &sin, plain),
+        std::slice::from_ref(&x),
+        "rope",
+    );
+    assert_same(
+        &|a| ops::swiglu(&a[0], &a[1], kernel),
+        &|a| ops::swiglu(&a[0], &a[1], plain),
+        &[x.clone(), up.clone()],
+        "swiglu",
+    );
+    // The weight gradients (not only the input's) against finite differences.
+    assert_finite_differences(
+        &|a| ops::rms_norm(&a[0], &a[1], 1e-5, OpsMode::Differentiable),
+        &[x.clone(), w],
+        "rms_norm",
+    );
+    assert_finite_differences(
+        &|a| ops::head_layer_norm(&a[0], &a[1], &a[2], 1e-5, OpsMode::Differentiable),
+        &[x.clone(), hw, hb],
+        "head_layer_norm",
+    );
+}
