@@ -83,6 +83,19 @@ fn tune_allocator() {
     }
 }
 
+/// Training splits its time between rayon (gemm, our kernels) and candle's own worker pool
+/// (elementwise ops). candle's workers spin for a while after each op before sleeping, taking
+/// the cores rayon needs on a small machine: measured 0.65 → 0.59 s per 5M training step with
+/// the spin limit at 0 (docs/PERFORMANCE.md). Applies to training commands only, and only when
+/// the user has not set `CANDLE_BARRIER_POOL_SPIN_LIMIT`.
+fn quiet_candle_workers() {
+    const KEY: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(KEY).is_none() {
+        // Called from main before any thread exists (candle's pool starts lazily).
+        std::env::set_var(KEY, "0");
+    }
+}
+
 fn main() {
     restore_default_sigpipe();
     tune_allocator();
@@ -94,6 +107,12 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Bench(commands::bench::BenchCommand::Train(_))
+    ) {
+        quiet_candle_workers();
+    }
     let result = match cli.command {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Debug(cmd) => commands::debug::run(cmd),

@@ -45,6 +45,23 @@ fn mask(mb: usize, t: usize, l: usize, seed: u64) -> Tensor {
     Tensor::from_vec(data, (mb, 1, t, l), &Device::Cpu).unwrap()
 }
 
+/// A `(1, 1, t, t)` mask of a packed row: causal attention inside each segment (lengths
+/// `segments`), none across; rows past the last segment see only themselves (padding).
+fn packed_mask(t: usize, segments: &[usize]) -> Tensor {
+    let mut data = vec![f32::NEG_INFINITY; t * t];
+    let mut start = 0;
+    for &len in segments {
+        for i in start..start + len {
+            data[i * t + start..i * t + i + 1].fill(0.0);
+        }
+        start += len;
+    }
+    for i in start..t {
+        data[i * t + i] = 0.0;
+    }
+    Tensor::from_vec(data, (1, 1, t, t), &Device::Cpu).unwrap()
+}
+
 /// Reference attention from plain ops: repeat the key/value heads, softmax, weight.
 fn reference_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, h, _, d) = q.dims4()?;
@@ -191,6 +208,24 @@ fn attention_kernel_matches_plain_attention_with_gqa_masks_and_cache() {
             &format!("attention b{b} h{h} g{g} t{t} l{l} d{d}"),
         );
     }
+}
+
+#[test]
+fn attention_kernel_skips_hidden_keys_of_packed_rows_exactly() {
+    // 200 positions = 4 query tiles; segment borders fall inside tiles.
+    let m = packed_mask(200, &[50, 90, 37]);
+    let m2 = m.clone();
+    let inputs = [
+        rand(&[2, 4, 200, 8], 1),
+        rand(&[2, 2, 200, 8], 2),
+        rand(&[2, 2, 200, 8], 3),
+    ];
+    assert_same(
+        &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
+        &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
+        &inputs,
+        "packed attention",
+    );
 }
 
 #[test]

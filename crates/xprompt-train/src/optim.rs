@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -101,15 +101,14 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            let g = (g * scale)?;
-            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
-            let mut w = s.var.as_tensor().clone();
-            if s.decay && c.weight_decay > 0.0 {
-                w = (w * (1.0 - lr * c.weight_decay))?;
+            let moments = Moments {
+                scale,
+                lr,
+                bias_correction: (bc1, bc2),
+            };
+            if !fused_update(s, g, &c, &moments)? {
+                op_update(s, g, &c, &moments)?;
             }
-            s.var.set(&(w - (update * lr)?)?)?;
         }
         Ok(norm)
     }
@@ -162,6 +161,158 @@ pub fn learning_rate(step: u64, total: u64, warmup: u64, max_lr: f64, min_lr: f6
     let span = total.saturating_sub(warmup).max(1) as f64;
     let progress = ((step - warmup.min(step)) as f64 / span).min(1.0);
     min_lr + 0.5 * (max_lr - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// The per-step scalars of an update.
+struct Moments {
+    /// Gradient clipping factor.
+    scale: f64,
+    lr: f64,
+    /// `(1 − β1ᵗ, 1 − β2ᵗ)`.
+    bias_correction: (f64, f64),
+}
+
+/// The update with tensor ops, for any device and dtype.
+fn op_update(s: &mut Slot, g: &Tensor, c: &AdamWConfig, k: &Moments) -> Result<()> {
+    let (bc1, bc2) = k.bias_correction;
+    let g = (g * k.scale)?;
+    s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+    s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+    let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
+    let mut w = s.var.as_tensor().clone();
+    if s.decay && c.weight_decay > 0.0 {
+        w = (w * (1.0 - k.lr * c.weight_decay))?;
+    }
+    s.var.set(&(w - (update * k.lr)?)?)?;
+    Ok(())
+}
+
+/// The same update as [`op_update`] as three in-place passes over contiguous f32 CPU
+/// buffers (`m`, then `v`, then the weight), allocating nothing; the op-by-op version
+/// allocates a dozen temporaries per parameter. Returns `false`, changing nothing, when the
+/// parameter is not such a buffer.
+fn fused_update(s: &mut Slot, g: &Tensor, c: &AdamWConfig, k: &Moments) -> Result<bool> {
+    let w = s.var.as_tensor();
+    let eligible = [w, g, &s.m, &s.v]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous())
+        && g.dims() == w.dims();
+    if !eligible {
+        return Ok(false);
+    }
+    let scale = k.scale as f32;
+    s.m.inplace_op2(
+        g,
+        &MomentPass {
+            beta: c.beta1 as f32,
+            scale,
+            square: false,
+        },
+    )?;
+    s.v.inplace_op2(
+        g,
+        &MomentPass {
+            beta: c.beta2 as f32,
+            scale,
+            square: true,
+        },
+    )?;
+    let keep = if s.decay && c.weight_decay > 0.0 {
+        (1.0 - k.lr * c.weight_decay) as f32
+    } else {
+        1.0
+    };
+    w.inplace_op3(
+        &s.m,
+        &s.v,
+        &WeightPass {
+            keep,
+            lr: k.lr as f32,
+            bias_correction: (k.bias_correction.0 as f32, k.bias_correction.1 as f32),
+            eps: c.eps as f32,
+        },
+    )?;
+    Ok(true)
+}
+
+/// `m ← β·m + (1 − β)·(s·g)`, or with `(s·g)²` for the second moment.
+struct MomentPass {
+    beta: f32,
+    scale: f32,
+    square: bool,
+}
+
+/// `w ← keep·w − lr · (m/bc1) / (√(v/bc2) + ε)`.
+struct WeightPass {
+    keep: f32,
+    lr: f32,
+    bias_correction: (f32, f32),
+    eps: f32,
+}
+
+/// The contiguous f32 elements of an in-place op operand.
+fn f32_elems<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("AdamW operand is not contiguous".into()))?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+fn f32_elems_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("AdamW operand is not contiguous".into()))?;
+    match s {
+        CpuStorage::F32(data) => Ok(&mut data[start..end]),
+        _ => Err(candle_core::Error::Msg("AdamW operand is not f32".into())),
+    }
+}
+
+impl InplaceOp2 for MomentPass {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (m, g) = (f32_elems_mut(dst, dst_l)?, f32_elems(g, gl)?);
+        let (beta, rest) = (self.beta, 1.0 - self.beta);
+        for (m, &g) in m.iter_mut().zip(g) {
+            let g = g * self.scale;
+            *m = *m * beta + if self.square { g * g } else { g } * rest;
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for WeightPass {
+    fn name(&self) -> &'static str {
+        "adamw-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        let w = f32_elems_mut(dst, dst_l)?;
+        let (m, v) = (f32_elems(m, ml)?, f32_elems(v, vl)?);
+        let (bc1, bc2) = self.bias_correction;
+        for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+            let update = (m / bc1) / ((v / bc2).sqrt() + self.eps);
+            *w = *w * self.keep - update * self.lr;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +373,52 @@ mod tests {
             .unwrap();
         let norm = opt.step(&g, 0.1).unwrap();
         assert!((norm - 500.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn fused_update_equals_the_tensor_op_update() {
+        let w0 = Tensor::randn(0f32, 1.0, (7, 13), &Device::Cpu).unwrap();
+        let c = AdamWConfig::default();
+        let slot = |name: &str| Slot {
+            name: name.into(),
+            var: Var::from_tensor(&w0).unwrap(),
+            m: w0.zeros_like().unwrap(),
+            v: w0.zeros_like().unwrap(),
+            decay: true,
+        };
+        let (mut fused, mut ops) = (slot("a"), slot("b"));
+        for step in 1..=3 {
+            let g = Tensor::randn(0f32, 1.0, (7, 13), &Device::Cpu).unwrap();
+            let k = Moments {
+                scale: 0.7,
+                lr: 0.01,
+                bias_correction: (1.0 - c.beta1.powi(step), 1.0 - c.beta2.powi(step)),
+            };
+            assert!(fused_update(&mut fused, &g, &c, &k).unwrap());
+            op_update(&mut ops, &g, &c, &k).unwrap();
+        }
+        for (a, b) in [
+            (fused.var.as_tensor(), ops.var.as_tensor()),
+            (&fused.m, &ops.m),
+            (&fused.v, &ops.v),
+        ] {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        }
+        // Not an f32 CPU buffer: the fused path declines and changes nothing.
+        let mut f64_slot = Slot {
+            name: "c".into(),
+            var: Var::from_tensor(&w0.to_dtype(candle_core::DType::F64).unwrap()).unwrap(),
+            m: w0.zeros_like().unwrap(),
+            v: w0.zeros_like().unwrap(),
+            decay: true,
+        };
+        let g = w0.to_dtype(candle_core::DType::F64).unwrap();
+        let k = Moments {
+            scale: 1.0,
+            lr: 0.1,
+            bias_correction: (0.1, 0.05),
+        };
+        assert!(!fused_update(&mut f64_slot, &g, &c, &k).unwrap());
     }
 }

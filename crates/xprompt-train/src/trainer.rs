@@ -279,12 +279,20 @@ impl Trainer {
         let pad = self.prompt.vocab.pad.unwrap_or(0);
         let mut grads_sum: Option<candle_core::backprop::GradStore> = None;
         let (mut ce, mut z, mut total, mut tokens, mut targets) = (0f32, 0f32, 0f32, 0, 0);
+        // Seconds spent building batches, in forward, in backward (reported at debug level).
+        let mut phases = [0f64; 3];
         for _ in 0..s.grad_accum.max(1) {
+            let t_batch = Instant::now();
             let samples = self.next_samples(s.batch_samples)?;
             let batch = pack(&samples, s.context_len, pad, &Device::Cpu)?;
+            let t_forward = Instant::now();
             let parts = loss(&self.model, &batch, s.z_loss)?;
             let scaled = (&parts.total / s.grad_accum.max(1) as f64)?;
+            let t_backward = Instant::now();
             let grads = scaled.backward()?;
+            phases[0] += (t_forward - t_batch).as_secs_f64();
+            phases[1] += (t_backward - t_forward).as_secs_f64();
+            phases[2] += t_backward.elapsed().as_secs_f64();
             grads_sum = Some(match grads_sum {
                 None => grads,
                 Some(mut acc) => {
@@ -307,7 +315,16 @@ impl Trainer {
             targets += batch.targets;
         }
         let grads = grads_sum.expect("at least one micro-batch");
+        let t_opt = Instant::now();
         let grad_norm = self.opt.step(&grads, lr)?;
+        tracing::debug!(
+            "step {}: batch {:.3}s forward {:.3}s backward {:.3}s optimizer {:.3}s",
+            self.step + 1,
+            phases[0],
+            phases[1],
+            phases[2],
+            t_opt.elapsed().as_secs_f64()
+        );
         self.step += 1;
         Ok(StepMetrics {
             step: self.step,

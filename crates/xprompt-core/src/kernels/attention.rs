@@ -99,6 +99,69 @@ impl Dims {
     }
 }
 
+/// Query rows per tile. Each tile multiplies only against the keys some row of it can see.
+const QUERY_TILE: usize = 64;
+
+/// For each (mask batch, query tile), the span of key positions between the first and the
+/// last key any row of the tile sees. Causal, packed and X-Prompt masks make these spans
+/// short (a packed row's segments never see each other), so most of the `T × L` scores are
+/// never computed; keys inside a span that the mask hides still get probability zero.
+struct KeySpans {
+    t: usize,
+    /// `spans[mask_batch][tile]`; one mask batch when the mask is shared or absent.
+    spans: Vec<Vec<std::ops::Range<usize>>>,
+}
+
+impl KeySpans {
+    fn of<T: Real>(dims: Dims, mask: Option<&[T]>) -> Self {
+        let (t, l) = (dims.t, dims.l);
+        let tiles = t.div_ceil(QUERY_TILE);
+        let spans = match mask {
+            None => vec![vec![0..l; tiles]],
+            Some(m) => m
+                .chunks(t * l)
+                .map(|batch| {
+                    (0..tiles)
+                        .map(|tile| {
+                            let rows = tile * QUERY_TILE..((tile + 1) * QUERY_TILE).min(t);
+                            let (mut lo, mut hi) = (l, 0);
+                            for row in batch[rows.start * l..rows.end * l].chunks(l) {
+                                let seen = |x: &T| *x != T::neg_infinity();
+                                if let Some(first) = row[..lo].iter().position(seen) {
+                                    lo = first;
+                                }
+                                if let Some(last) = row[hi..].iter().rposition(seen) {
+                                    hi = hi + last + 1;
+                                }
+                            }
+                            if lo < hi {
+                                lo..hi
+                            } else {
+                                0..0
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
+        Self { t, spans }
+    }
+
+    /// `(query rows, key span)` of every tile of batch `bi`.
+    fn tiles(
+        &self,
+        bi: usize,
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+        let spans = &self.spans[if self.spans.len() == 1 { 0 } else { bi }];
+        spans.iter().enumerate().map(move |(tile, keys)| {
+            (
+                tile * QUERY_TILE..((tile + 1) * QUERY_TILE).min(self.t),
+                keys.clone(),
+            )
+        })
+    }
+}
+
 struct MaskedAttention {
     /// Contiguous `(B|1, 1, T, L)` in the inputs' dtype.
     mask: Option<Tensor>,
@@ -119,28 +182,41 @@ impl MaskedAttention {
         let Dims { h, g, t, l, d, .. } = dims;
         let rep = dims.rep();
         let scale = dims.scale::<T>();
+        let spans = KeySpans::of(dims, mask);
         let mut out = vec![T::zero(); q.len()];
         let mut lse = vec![0f64; dims.b * h * t];
         out.par_chunks_mut(rep * t * d)
             .zip(lse.par_chunks_mut(rep * t))
             .enumerate()
             .for_each_init(
-                || vec![T::zero(); t * l],
+                || vec![T::zero(); QUERY_TILE * l],
                 |scores, (task, (out, lse))| {
                     let (bi, gi) = (task / g, task % g);
-                    let kh = Mat::row_major(&k[task * l * d..(task + 1) * l * d], l, d);
-                    let vh = Mat::row_major(&v[task * l * d..(task + 1) * l * d], l, d);
+                    let (k, v) = (&k[task * l * d..], &v[task * l * d..]);
                     let mask = dims.mask_of(mask, bi);
                     for r in 0..rep {
                         let q_at = (bi * h + gi * rep + r) * t * d;
-                        let qh = Mat::row_major(&q[q_at..q_at + t * d], t, d);
-                        matmul(scores, qh, kh.t(), scale, false);
-                        for (i, row) in scores.chunks_mut(l).enumerate() {
-                            let bias = mask.map(|m| &m[i * l..(i + 1) * l]);
-                            lse[r * t + i] = softmax_row(row, bias);
+                        for (rows, keys) in spans.tiles(bi) {
+                            let (n, w) = (rows.len(), keys.len());
+                            let lse = &mut lse[r * t + rows.start..r * t + rows.end];
+                            let out = &mut out[(r * t + rows.start) * d..(r * t + rows.end) * d];
+                            if w == 0 {
+                                lse.fill(f64::NEG_INFINITY);
+                                out.fill(T::zero());
+                                continue;
+                            }
+                            let qt = Mat::row_major(&q[q_at + rows.start * d..], n, d);
+                            let kt = Mat::row_major(&k[keys.start * d..], w, d);
+                            let vt = Mat::row_major(&v[keys.start * d..], w, d);
+                            let s = &mut scores[..n * w];
+                            matmul(s, qt, kt.t(), scale, false);
+                            for (i, row) in s.chunks_mut(w).enumerate() {
+                                let at = (rows.start + i) * l;
+                                let bias = mask.map(|m| &m[at + keys.start..at + keys.end]);
+                                lse[i] = softmax_row(row, bias);
+                            }
+                            matmul(out, Mat::row_major(s, n, w), vt, T::one(), false);
                         }
-                        let p = Mat::row_major(&scores[..], t, l);
-                        matmul(&mut out[r * t * d..(r + 1) * t * d], p, vh, T::one(), false);
                     }
                 },
             );
@@ -164,6 +240,7 @@ impl MaskedAttention {
         let Dims { h, g, t, l, d, .. } = dims;
         let rep = dims.rep();
         let scale = dims.scale::<T>();
+        let spans = KeySpans::of(dims, mask);
         let mut dq = vec![T::zero(); q.len()];
         let mut dk = vec![T::zero(); k.len()];
         let mut dv = vec![T::zero(); v.len()];
@@ -172,43 +249,61 @@ impl MaskedAttention {
             .zip(dv.par_chunks_mut(l * d))
             .enumerate()
             .for_each_init(
-                || (vec![T::zero(); t * l], vec![T::zero(); t * l]),
+                || {
+                    (
+                        vec![T::zero(); QUERY_TILE * l],
+                        vec![T::zero(); QUERY_TILE * l],
+                    )
+                },
                 |(p, dp), (task, ((dq, dk), dv))| {
                     let (bi, gi) = (task / g, task % g);
-                    let kh = Mat::row_major(&k[task * l * d..(task + 1) * l * d], l, d);
-                    let vh = Mat::row_major(&v[task * l * d..(task + 1) * l * d], l, d);
+                    let (k, v) = (&k[task * l * d..], &v[task * l * d..]);
                     let mask = dims.mask_of(mask, bi);
                     for r in 0..rep {
                         let head = bi * h + gi * rep + r;
-                        let at = head * t * d;
-                        let qh = Mat::row_major(&q[at..at + t * d], t, d);
-                        let oh = &out[at..at + t * d];
-                        let doh = &dout[at..at + t * d];
-                        // P, recomputed from the saved log-sum-exp.
-                        matmul(p, qh, kh.t(), scale, false);
-                        for (i, row) in p.chunks_mut(l).enumerate() {
-                            let bias = mask.map(|m| &m[i * l..(i + 1) * l]);
-                            probabilities_row(row, bias, lse[head * t + i]);
-                        }
-                        let pm = Mat::row_major(&p[..], t, l);
-                        let dom = Mat::row_major(doh, t, d);
-                        // dV += Pᵀ·dO ; dP = dO·Vᵀ
-                        matmul(dv, pm.t(), dom, T::one(), true);
-                        matmul(dp, dom, vh.t(), T::one(), false);
-                        // dS = P ⊙ (dP − rowsum(dO ⊙ O)), in place of dP.
-                        for i in 0..t {
-                            let di = doh[i * d..(i + 1) * d]
-                                .iter()
-                                .zip(&oh[i * d..(i + 1) * d])
-                                .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-                            for (s, &pr) in dp[i * l..(i + 1) * l].iter_mut().zip(&p[i * l..]) {
-                                *s = pr * (*s - di);
+                        for (rows, keys) in spans.tiles(bi) {
+                            let (n, w) = (rows.len(), keys.len());
+                            if w == 0 {
+                                continue; // dq stays zero for rows that see nothing
                             }
+                            let at = (head * t + rows.start) * d;
+                            let qt = Mat::row_major(&q[at..], n, d);
+                            let (ot, dot) = (&out[at..at + n * d], &dout[at..at + n * d]);
+                            let kt = Mat::row_major(&k[keys.start * d..], w, d);
+                            let vt = Mat::row_major(&v[keys.start * d..], w, d);
+                            let (p, dp) = (&mut p[..n * w], &mut dp[..n * w]);
+                            // P, recomputed from the saved log-sum-exp.
+                            matmul(p, qt, kt.t(), scale, false);
+                            for (i, row) in p.chunks_mut(w).enumerate() {
+                                let at = (rows.start + i) * l;
+                                let bias = mask.map(|m| &m[at + keys.start..at + keys.end]);
+                                probabilities_row(row, bias, lse[head * t + rows.start + i]);
+                            }
+                            let dom = Mat::row_major(dot, n, d);
+                            let (dk, dv) = (
+                                &mut dk[keys.start * d..keys.end * d],
+                                &mut dv[keys.start * d..keys.end * d],
+                            );
+                            // dV += Pᵀ·dO ; dP = dO·Vᵀ
+                            matmul(dv, Mat::row_major(p, n, w).t(), dom, T::one(), true);
+                            matmul(dp, dom, vt.t(), T::one(), false);
+                            // dS = P ⊙ (dP − rowsum(dO ⊙ O)), in place of dP.
+                            for i in 0..n {
+                                let di = dot[i * d..(i + 1) * d]
+                                    .iter()
+                                    .zip(&ot[i * d..(i + 1) * d])
+                                    .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+                                let row = &mut dp[i * w..(i + 1) * w];
+                                for (s, &pr) in row.iter_mut().zip(&p[i * w..(i + 1) * w]) {
+                                    *s = pr * (*s - di);
+                                }
+                            }
+                            let ds = Mat::row_major(&dp[..], n, w);
+                            // dQ = scale·dS·K ; dK += scale·dSᵀ·Q
+                            let dq = &mut dq[(r * t + rows.start) * d..(r * t + rows.end) * d];
+                            matmul(dq, ds, kt, scale, false);
+                            matmul(dk, ds.t(), qt, scale, true);
                         }
-                        let ds = Mat::row_major(&dp[..], t, l);
-                        // dQ = scale·dS·K ; dK += scale·dSᵀ·Q
-                        matmul(&mut dq[r * t * d..(r + 1) * t * d], ds, kh, scale, false);
-                        matmul(dk, ds.t(), qh, scale, true);
                     }
                 },
             );

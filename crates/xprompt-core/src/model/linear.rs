@@ -4,7 +4,8 @@
 //! for 2–8 rows (it packs the whole weight matrix on every call), which made batched CFG cost
 //! 4× a plain decode step. For 2..=8 contiguous f32 rows this layer reads each weight row once
 //! and dots it with every input row, so two rows cost about what one does. Inference only:
-//! the fast path records no gradient, so it is used in `OpsMode::Fused` models alone.
+//! the fast path records no gradient, so it is used in `OpsMode::Fused` models alone. Every
+//! other product is one 2-D gemm over all rows (see `plain_forward`).
 
 use candle_core::{DType, Device, Module, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -58,10 +59,10 @@ impl Linear {
             && matches!(x.device(), Device::Cpu)
             && w.is_contiguous();
         if let Some(lora) = &self.lora {
-            return self.inner.forward(x)? + lora.delta(x)?;
+            return self.plain_forward(x)? + lora.delta(x)?;
         }
         if !eligible {
-            return self.inner.forward(x);
+            return self.plain_forward(x);
         }
         let mut out_dims = x.dims().to_vec();
         let out_dim = w.dim(0)?;
@@ -72,6 +73,25 @@ impl Linear {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+impl Linear {
+    /// `x · Wᵀ + b` as one 2-D product over all rows. candle's own `Linear` multiplies a
+    /// `(B, T, in)` input batch by batch against a broadcast weight, whose backward then
+    /// materialises a `(B, in, out)` gradient and sums it; flattening first gives one gemm
+    /// each way and the weight gradient directly.
+    fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() <= 2 {
+            return self.inner.forward(x);
+        }
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = self.inner.forward(&x.reshape((rows, in_dim))?)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank > 2") = y.dim(1)?;
+        y.reshape(out_dims)
     }
 }
 
