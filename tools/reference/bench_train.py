@@ -3,9 +3,15 @@ in eager PyTorch, on rows of the same size and the same number of target rows.
 
 Environment: /work/.venv-torch (torch 2.15.0 + transformers 5.23.0 from PyPI), see bench_decode.py.
 Usage: python bench_train.py --preset 5m --rows 3 --context-len 1024 --targets 616 --steps 5
-(`rows`, `targets`: take them from `xprompt bench train --json`: tokens_per_step / context_len
-rounded up, targets_per_step). The attention bias is a causal 4D float mask, which costs the same
-as xprompt's block-diagonal X-Prompt mask; lm_head runs only on the target rows, as in xprompt.
+(`rows`, `targets`: take them from `xprompt bench train --json`: rows_per_step,
+targets_per_step). lm_head runs only on the target rows, as in xprompt.
+
+--attn eager (default): HF's eager attention with a causal 4D float mask — the full T x T scores
+are computed whatever the mask, as they would be for xprompt's block-diagonal X-Prompt mask.
+--attn sdpa: no explicit mask, so HF calls scaled_dot_product_attention with is_causal=True and
+torch uses its fused CPU flash-attention kernel, which skips the upper triangle — the strongest
+PyTorch anchor (it cannot express packed segments, so it does more work than a packed mask needs
+but less than eager).
 """
 import argparse
 import json
@@ -28,13 +34,14 @@ def main():
     p.add_argument("--context-len", type=int, default=1024)
     p.add_argument("--targets", type=int, default=616)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
     a = p.parse_args()
     h, layers, heads, mlp = PRESETS[a.preset]
     vocab = 8192 + 3 + 4 + 16 + 8
     cfg = ChameleonConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers,
                           num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=mlp,
                           max_position_embeddings=4096, vq_config=TINY_VQ, vocabulary_map={"<image>": 3},
-                          attn_implementation="eager")
+                          attn_implementation=a.attn)
     torch.manual_seed(0)
     model = ChameleonForConditionalGeneration(cfg).train()
     del model.model.vqmodel
@@ -43,6 +50,8 @@ def main():
     ids = torch.randint(0, vocab, (b, t))
     pos = torch.arange(t)[None].expand(b, -1)
     mask = torch.full((t, t), torch.finfo(torch.float32).min).triu(1)[None, None].expand(b, 1, t, t)
+    if a.attn == "sdpa":
+        mask = None  # causal by default: SDPA's is_causal path
     rows = torch.randperm(b * (t - 1))[: a.targets]
     target = torch.randint(0, vocab, (a.targets,))
 
@@ -62,7 +71,7 @@ def main():
         step()
     secs = (time.perf_counter() - t0) / a.steps
     print(json.dumps({
-        "impl": f"torch {torch.__version__} / transformers {transformers.__version__} (eager)",
+        "impl": f"torch {torch.__version__} / transformers {transformers.__version__} ({a.attn})",
         "params": sum(p.numel() for p in model.parameters()),
         "tokens_per_step": b * t, "targets_per_step": a.targets,
         "tokens_per_s": b * t / secs, "s_per_step": secs, "threads": torch.get_num_threads(),

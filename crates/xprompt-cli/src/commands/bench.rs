@@ -451,11 +451,12 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         &xprompt_train::params::ParamPlan::all(),
     )?;
     t.train_step()?; // warm-up
-    let (mut tokens, mut targets, mut secs) = (0usize, 0usize, 0f64);
+    let (mut tokens, mut targets, mut rows, mut secs) = (0usize, 0usize, 0usize, 0f64);
     for _ in 0..a.steps {
         let m = t.train_step()?;
         tokens += m.tokens;
         targets += m.targets;
+        rows += m.rows;
         secs += m.seconds;
     }
     let params = cfg.parameter_count();
@@ -464,15 +465,18 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"impl": "xprompt", "params": params, "tokens_per_step": tokens as f64 / a.steps as f64,
-                "targets_per_step": targets as f64 / a.steps as f64, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
+                "targets_per_step": targets as f64 / a.steps as f64, "rows_per_step": rows as f64 / a.steps as f64,
+                "context_len": a.context_len, "positions_per_s": (rows * a.context_len) as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
                 "peak_rss_mb": peak_rss_mb()})
         );
     } else {
         println!(
-            "parameters {:.2} M; {:.0} tokens ({:.0} targets) per step",
+            "parameters {:.2} M; {:.0} tokens ({:.0} targets) in {:.0} rows of {} per step",
             params as f64 / 1e6,
             tokens as f64 / a.steps as f64,
-            targets as f64 / a.steps as f64
+            targets as f64 / a.steps as f64,
+            rows as f64 / a.steps as f64,
+            a.context_len
         );
         println!(
             "training   {tps:.0} tokens/s, {:.2} s per step; peak RSS {:.0} MB",

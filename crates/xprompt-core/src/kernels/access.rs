@@ -80,6 +80,28 @@ impl<'a, T> Mat<'a, T> {
 /// `out = scale · a · b`, or `out += scale · a · b` when `accumulate`; `out` is row-major
 /// `a.rows × b.cols`. Single-threaded: callers parallelise over heads.
 pub(crate) fn matmul<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>, scale: T, accumulate: bool) {
+    matmul_with(out, a, b, scale, accumulate, gemm::Parallelism::None)
+}
+
+/// [`matmul`] for one large product, spread over candle's CPU thread count.
+pub(crate) fn matmul_parallel<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>) {
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    matmul_with(out, a, b, T::one(), false, parallelism)
+}
+
+fn matmul_with<T: Real>(
+    out: &mut [T],
+    a: Mat<T>,
+    b: Mat<T>,
+    scale: T,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k,
@@ -121,7 +143,7 @@ pub(crate) fn matmul<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>, scale: T, acc
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

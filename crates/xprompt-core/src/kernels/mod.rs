@@ -1,6 +1,6 @@
 //! CPU training kernels: fused forward **and backward** passes for the ops whose plain-op
 //! autograd graphs dominate a training step — attention under an additive mask, RMSNorm, the
-//! per-head q/k LayerNorm, RoPE and SwiGLU.
+//! per-head q/k LayerNorm, RoPE, SwiGLU and the cross-entropy + z-loss of training.
 //!
 //! Each kernel is a candle custom op whose `bwd` computes the exact gradient, so unlike
 //! candle's own fused kernels (which record no gradient) they can be used for training. They
@@ -11,6 +11,8 @@
 
 mod access;
 pub mod attention;
+pub mod cross_entropy;
+pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod swiglu;

@@ -82,6 +82,18 @@ impl Linear {
     /// materialises a `(B, in, out)` gradient and sums it; flattening first gives one gemm
     /// each way and the weight gradient directly.
     fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.inner.weight();
+        if self.mode == OpsMode::Differentiable
+            && crate::kernels::supports(x)
+            && w.dtype() == x.dtype()
+        {
+            // Training: one graph node with its own backward (see `kernels::linear`).
+            let y = crate::kernels::linear::linear(x, w)?;
+            return match self.inner.bias() {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         if x.rank() <= 2 {
             return self.inner.forward(x);
         }

@@ -1,0 +1,135 @@
+//! Cross-entropy with Lumina-mGPT's z-loss over a `(rows, vocab)` logit matrix, as one kernel:
+//! the forward makes one pass per row for the log-sum-exp, the backward one pass writing
+//! `softmax − one-hot` (plus the z-loss term). The plain-op version (max, subtract, exp, sum,
+//! log, gather, square, mean and their gradients) walks the whole matrix about fifteen times.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::access::{cpu_slice, slice, tensor};
+use super::Real;
+
+/// `[ce + z_weight·z, ce, z]` where `ce = mean(lse − logit[target])` and `z = mean(lse²)`.
+/// Only the first element carries a gradient (the other two are for reporting).
+///
+/// # Shapes
+/// - `logits`: `(N, V)` f32/f64; `targets`: `(N,)` u32 with every id `< V`
+pub fn cross_entropy_z(logits: &Tensor, targets: &Tensor, z_weight: f64) -> Result<Tensor> {
+    let (n, v) = logits.dims2()?;
+    let ids: Vec<u32> = targets.to_dtype(candle_core::DType::U32)?.to_vec1()?;
+    if ids.len() != n {
+        bail!(
+            "cross_entropy_z: {} targets for {n} rows of logits",
+            ids.len()
+        );
+    }
+    if let Some(bad) = ids.iter().find(|&&t| t as usize >= v) {
+        bail!("cross_entropy_z: target id {bad} is outside the vocabulary of {v}");
+    }
+    if n == 0 {
+        bail!("cross_entropy_z: no rows to score");
+    }
+    logits.contiguous()?.apply_op1(CrossEntropyZ {
+        targets: ids,
+        z_weight,
+    })
+}
+
+struct CrossEntropyZ {
+    targets: Vec<u32>,
+    z_weight: f64,
+}
+
+fn f64_of<T: Real>(x: T) -> f64 {
+    candle_core::WithDType::to_f64(x)
+}
+
+/// Log-sum-exp of one row: exponentials in `T`, their sum in f64.
+fn lse<T: Real>(row: &[T]) -> f64 {
+    let max = row
+        .iter()
+        .fold(T::neg_infinity(), |m, &x| num_traits::Float::max(m, x));
+    let sum: f64 = row.iter().map(|&x| f64_of((x - max).exp())).sum();
+    f64_of(max) + sum.ln()
+}
+
+impl CrossEntropyZ {
+    fn forward<T: Real>(&self, logits: &[T]) -> [T; 3] {
+        let n = self.targets.len();
+        let v = logits.len() / n;
+        let (ce, z) = logits
+            .par_chunks(v)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| {
+                let l = lse(row);
+                (l - f64_of(row[t as usize]), l * l)
+            })
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let (ce, z) = (ce / n as f64, z / n as f64);
+        let cast = |x: f64| T::from(x).unwrap_or_else(T::nan);
+        [cast(ce + self.z_weight * z), cast(ce), cast(z)]
+    }
+
+    /// `d total / d logits · g`: `(softmax − onehot)/N + w·2·lse·softmax/N`, times `g`.
+    fn backward<T: Real>(&self, logits: &[T], g: T) -> Vec<T> {
+        let n = self.targets.len();
+        let v = logits.len() / n;
+        let g = f64_of(g) / n as f64;
+        let mut grad = vec![T::zero(); logits.len()];
+        grad.par_chunks_mut(v)
+            .zip(logits.par_chunks(v).zip(self.targets.par_iter()))
+            .for_each(|(out, (row, &t))| {
+                let l = lse(row);
+                let factor = T::from(g * (1.0 + self.z_weight * 2.0 * l)).unwrap_or_else(T::nan);
+                let l = T::from(l).unwrap_or_else(T::nan);
+                for (o, &x) in out.iter_mut().zip(row) {
+                    *o = factor * (x - l).exp();
+                }
+                out[t as usize] -= T::from(g).unwrap_or_else(T::nan);
+            });
+        grad
+    }
+}
+
+impl CustomOp1 for CrossEntropyZ {
+    fn name(&self) -> &'static str {
+        "xprompt-cross-entropy-z"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match storage {
+            CpuStorage::F32(_) => CpuStorage::F32(
+                self.forward(slice::<f32>(storage, layout, "logits")?)
+                    .to_vec(),
+            ),
+            CpuStorage::F64(_) => CpuStorage::F64(
+                self.forward(slice::<f64>(storage, layout, "logits")?)
+                    .to_vec(),
+            ),
+            other => bail!(
+                "cross_entropy_z supports f32 and f64, got {:?}",
+                other.dtype()
+            ),
+        };
+        Ok((out, Shape::from(3)))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let logits = logits.contiguous()?;
+        let (storage, layout) = logits.storage_and_layout();
+        let grad = grad.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
+        let dlogits = match logits.dtype() {
+            candle_core::DType::F32 => tensor(
+                self.backward(cpu_slice::<f32>(&storage, layout, "logits")?, grad as f32),
+                logits.shape(),
+            )?,
+            candle_core::DType::F64 => tensor(
+                self.backward(cpu_slice::<f64>(&storage, layout, "logits")?, grad),
+                logits.shape(),
+            )?,
+            other => bail!("cross_entropy_z supports f32 and f64, got {other:?}"),
+        };
+        Ok(Some(dlogits))
+    }
+}
