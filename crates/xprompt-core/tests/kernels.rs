@@ -3,7 +3,7 @@
 //! central finite differences in f64.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use xprompt_core::kernels::attention::masked_attention;
+use xprompt_core::kernels;
 use xprompt_core::ops::{self, OpsMode};
 
 /// Deterministic values in [-1, 1).
@@ -19,6 +19,19 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// The attention kernel on head-major `(B, H, T, D)` tensors (the reference's layout); the
+/// kernel itself reads and writes the token-major `(B, T, H, D)` layout.
+fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let token_major = |x: &Tensor| x.transpose(1, 2);
+    kernels::attention::masked_attention(
+        &token_major(q)?,
+        &token_major(k)?,
+        &token_major(v)?,
+        mask,
+    )?
+    .transpose(1, 2)
 }
 
 /// A `(mb, 1, t, l)` additive mask hiding a pseudo-random ~40 % of keys, never a row's last
@@ -344,4 +357,57 @@ fn norm_rope_and_swiglu_kernels_match_plain_ops() {
         &[x.clone(), hw, hb],
         "head_layer_norm",
     );
+}
+
+#[test]
+fn qk_norm_rope_kernel_matches_layer_norm_then_rope() {
+    // (B, T, H, D) = (2, 5, 3, 6); reference: plain per-head LayerNorm, then plain RoPE on
+    // the head-major layout.
+    let x = rand(&[2, 5, 3, 6], 21);
+    let (w, b) = (rand(&[3, 6], 22), rand(&[3, 6], 23));
+    let (cos, sin) = (rand(&[2, 5, 3], 24), rand(&[2, 5, 3], 25));
+    let (c2, s2) = (cos.clone(), sin.clone());
+    let reference = move |a: &[Tensor]| -> Result<Tensor> {
+        let normed = ops::head_layer_norm(&a[0], &a[1], &a[2], 1e-5, OpsMode::Plain)?;
+        ops::rope(&normed.transpose(1, 2)?, &c2, &s2, OpsMode::Plain)?.transpose(1, 2)
+    };
+    let fused = |a: &[Tensor]| kernels::qk_prep::norm_rope(&a[0], &a[1], &a[2], 1e-5, &cos, &sin);
+    let inputs = [x, w, b];
+    assert_same(&fused, &reference, &inputs, "norm_rope");
+    let (cos64, sin64) = (
+        rand(&[2, 5, 3], 24).to_dtype(DType::F64).unwrap(),
+        rand(&[2, 5, 3], 25).to_dtype(DType::F64).unwrap(),
+    );
+    assert_finite_differences(
+        &|a| kernels::qk_prep::norm_rope(&a[0], &a[1], &a[2], 1e-5, &cos64, &sin64),
+        &inputs,
+        "norm_rope",
+    );
+}
+
+#[test]
+fn linear_kernel_matches_matmul_and_skips_gradients_nobody_needs() {
+    let x = rand(&[2, 3, 5], 31);
+    let w = rand(&[4, 5], 32);
+    assert_same(
+        &|a| kernels::linear::linear(&a[0], &a[1]),
+        &|a| a[0].broadcast_matmul(&a[1].t()?),
+        &[x.clone(), w.clone()],
+        "linear",
+    );
+    assert_finite_differences(
+        &|a| kernels::linear::linear(&a[0], &a[1]),
+        &[x.clone(), w.clone()],
+        "linear",
+    );
+    // A frozen (non-variable) weight gets no gradient; the input still does.
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = kernels::linear::linear(xv.as_tensor(), &w).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&w).is_none());
+    assert!(grads.get(xv.as_tensor()).is_some());
+    let err = kernels::linear::linear(&x, &rand(&[4, 6], 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not end in"), "{err}");
 }

@@ -58,6 +58,18 @@ impl<'a, T> Mat<'a, T> {
         }
     }
 
+    /// `rows × cols` elements of `data` whose rows start `row_stride` elements apart (a head's
+    /// rows inside a `(…, T, heads, D)` tensor, say).
+    pub(crate) fn strided(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
     /// The same elements, transposed (no copy).
     pub(crate) fn t(self) -> Self {
         Self {
@@ -146,4 +158,28 @@ fn matmul_with<T: Real>(
             parallelism,
         );
     }
+}
+
+/// Swaps the two middle axes of a contiguous `(a, b, c, d)` buffer: returns `(a, c, b, d)`.
+pub(crate) fn swap_middle_axes<T: Real>(
+    src: &[T],
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    assert_eq!(src.len(), a * b * c * d, "swap_middle_axes: buffer size");
+    let mut out = vec![T::zero(); src.len()];
+    // Output row (ai, ci, bi) of length d comes from input row (ai, bi, ci).
+    out.par_chunks_mut(b * d)
+        .enumerate()
+        .for_each(|(ac, block)| {
+            let (ai, ci) = (ac / c, ac % c);
+            for bi in 0..b {
+                let from = ((ai * b + bi) * c + ci) * d;
+                block[bi * d..(bi + 1) * d].copy_from_slice(&src[from..from + d]);
+            }
+        });
+    out
 }

@@ -7,6 +7,10 @@
 //! Grouped-query attention is native: the query heads of a group share one key/value head and
 //! their key/value gradients are summed by the task that owns the group, so no two threads
 //! write the same memory.
+//!
+//! Tensors stay in the projections' token-major layout `(B, T, heads, D)`: heads are read
+//! through row strides, so the model needs no transposed copies (nor their graph nodes) on
+//! either side of attention.
 
 use std::sync::Mutex;
 
@@ -14,15 +18,15 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, matmul, slice, tensor, Mat};
+use super::access::{cpu_slice, matmul, slice, swap_middle_axes, tensor, Mat};
 use super::Real;
 
 /// `softmax(q·kᵀ/√d + mask)·v`.
 ///
 /// # Shapes
-/// - `q`: `(B, H, T, D)`; `k`, `v`: `(B, G, L, D)` with `G` dividing `H`
+/// - `q`: `(B, T, H, D)`; `k`, `v`: `(B, L, G, D)` with `G` dividing `H`
 /// - `mask`: additive bias `(B, 1, T, L)` or `(1, 1, T, L)` (0 visible, −∞ hidden), or `None`
-/// - returns `(B, H, T, D)`
+/// - returns `(B, T, H, D)`
 ///
 /// A query row that sees no key at all gets a zero output (and zero gradients).
 pub fn masked_attention(
@@ -72,7 +76,7 @@ struct Dims {
 
 impl Dims {
     fn of(q: &[usize], k: &[usize], v: &[usize]) -> Result<Self> {
-        let (&[b, h, t, d], &[kb, g, l, kd]) = (q, k) else {
+        let (&[b, t, h, d], &[kb, l, g, kd]) = (q, k) else {
             bail!("attention expects 4-D q and k, got {q:?} and {k:?}");
         };
         if kb != b || kd != d || g == 0 || h % g != 0 || v != k {
@@ -83,6 +87,39 @@ impl Dims {
 
     fn rep(&self) -> usize {
         self.h / self.g
+    }
+
+    /// `n` rows of query (or output) head `head` of batch `bi` from row `start`: `(n, D)`
+    /// with row stride `H·D` in a `(B, T, H, D)` buffer.
+    fn q_rows<'a, T>(
+        &self,
+        x: &'a [T],
+        bi: usize,
+        head: usize,
+        start: usize,
+        n: usize,
+    ) -> Mat<'a, T> {
+        let at = ((bi * self.t + start) * self.h + head) * self.d;
+        Mat::strided(&x[at..], n, self.d, self.h * self.d)
+    }
+
+    /// `n` key (or value) rows of kv head `gi` of batch `bi` from row `start` in `(B, L, G, D)`.
+    fn kv_rows<'a, T>(
+        &self,
+        x: &'a [T],
+        bi: usize,
+        gi: usize,
+        start: usize,
+        n: usize,
+    ) -> Mat<'a, T> {
+        let at = ((bi * self.l + start) * self.g + gi) * self.d;
+        Mat::strided(&x[at..], n, self.d, self.g * self.d)
+    }
+
+    /// Row `i` of query head `head` of batch `bi` in a `(B, T, H, D)` buffer.
+    fn q_row<'a, T>(&self, x: &'a [T], bi: usize, head: usize, i: usize) -> &'a [T] {
+        let at = ((bi * self.t + i) * self.h + head) * self.d;
+        &x[at..at + self.d]
     }
 
     fn scale<T: Real>(&self) -> T {
@@ -183,6 +220,7 @@ impl MaskedAttention {
         let rep = dims.rep();
         let scale = dims.scale::<T>();
         let spans = KeySpans::of(dims, mask);
+        // Computed head-major, (B, H, T, D), then swapped into place.
         let mut out = vec![T::zero(); q.len()];
         let mut lse = vec![0f64; dims.b * h * t];
         out.par_chunks_mut(rep * t * d)
@@ -192,10 +230,9 @@ impl MaskedAttention {
                 || vec![T::zero(); QUERY_TILE * l],
                 |scores, (task, (out, lse))| {
                     let (bi, gi) = (task / g, task % g);
-                    let (k, v) = (&k[task * l * d..], &v[task * l * d..]);
                     let mask = dims.mask_of(mask, bi);
                     for r in 0..rep {
-                        let q_at = (bi * h + gi * rep + r) * t * d;
+                        let head = gi * rep + r;
                         for (rows, keys) in spans.tiles(bi) {
                             let (n, w) = (rows.len(), keys.len());
                             let lse = &mut lse[r * t + rows.start..r * t + rows.end];
@@ -205,9 +242,9 @@ impl MaskedAttention {
                                 out.fill(T::zero());
                                 continue;
                             }
-                            let qt = Mat::row_major(&q[q_at + rows.start * d..], n, d);
-                            let kt = Mat::row_major(&k[keys.start * d..], w, d);
-                            let vt = Mat::row_major(&v[keys.start * d..], w, d);
+                            let qt = dims.q_rows(q, bi, head, rows.start, n);
+                            let kt = dims.kv_rows(k, bi, gi, keys.start, w);
+                            let vt = dims.kv_rows(v, bi, gi, keys.start, w);
                             let s = &mut scores[..n * w];
                             matmul(s, qt, kt.t(), scale, false);
                             for (i, row) in s.chunks_mut(w).enumerate() {
@@ -221,7 +258,7 @@ impl MaskedAttention {
                 },
             );
         *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = lse;
-        out
+        swap_middle_axes(&out, dims.b, h, t, d)
     }
 
     /// Gradients of q, k and v from the output gradient `dout`.
@@ -241,6 +278,7 @@ impl MaskedAttention {
         let rep = dims.rep();
         let scale = dims.scale::<T>();
         let spans = KeySpans::of(dims, mask);
+        // Computed head-major, (B, H, T, D) and (B, G, L, D), then swapped into place.
         let mut dq = vec![T::zero(); q.len()];
         let mut dk = vec![T::zero(); k.len()];
         let mut dv = vec![T::zero(); v.len()];
@@ -257,29 +295,27 @@ impl MaskedAttention {
                 },
                 |(p, dp), (task, ((dq, dk), dv))| {
                     let (bi, gi) = (task / g, task % g);
-                    let (k, v) = (&k[task * l * d..], &v[task * l * d..]);
                     let mask = dims.mask_of(mask, bi);
                     for r in 0..rep {
-                        let head = bi * h + gi * rep + r;
+                        let head = gi * rep + r;
+                        let lse_at = (bi * h + head) * t;
                         for (rows, keys) in spans.tiles(bi) {
                             let (n, w) = (rows.len(), keys.len());
                             if w == 0 {
                                 continue; // dq stays zero for rows that see nothing
                             }
-                            let at = (head * t + rows.start) * d;
-                            let qt = Mat::row_major(&q[at..], n, d);
-                            let (ot, dot) = (&out[at..at + n * d], &dout[at..at + n * d]);
-                            let kt = Mat::row_major(&k[keys.start * d..], w, d);
-                            let vt = Mat::row_major(&v[keys.start * d..], w, d);
+                            let qt = dims.q_rows(q, bi, head, rows.start, n);
+                            let dom = dims.q_rows(dout, bi, head, rows.start, n);
+                            let kt = dims.kv_rows(k, bi, gi, keys.start, w);
+                            let vt = dims.kv_rows(v, bi, gi, keys.start, w);
                             let (p, dp) = (&mut p[..n * w], &mut dp[..n * w]);
                             // P, recomputed from the saved log-sum-exp.
                             matmul(p, qt, kt.t(), scale, false);
                             for (i, row) in p.chunks_mut(w).enumerate() {
                                 let at = (rows.start + i) * l;
                                 let bias = mask.map(|m| &m[at + keys.start..at + keys.end]);
-                                probabilities_row(row, bias, lse[head * t + rows.start + i]);
+                                probabilities_row(row, bias, lse[lse_at + rows.start + i]);
                             }
-                            let dom = Mat::row_major(dot, n, d);
                             let (dk, dv) = (
                                 &mut dk[keys.start * d..keys.end * d],
                                 &mut dv[keys.start * d..keys.end * d],
@@ -289,9 +325,10 @@ impl MaskedAttention {
                             matmul(dp, dom, vt.t(), T::one(), false);
                             // dS = P ⊙ (dP − rowsum(dO ⊙ O)), in place of dP.
                             for i in 0..n {
-                                let di = dot[i * d..(i + 1) * d]
+                                let di = dims
+                                    .q_row(dout, bi, head, rows.start + i)
                                     .iter()
-                                    .zip(&ot[i * d..(i + 1) * d])
+                                    .zip(dims.q_row(out, bi, head, rows.start + i))
                                     .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
                                 let row = &mut dp[i * w..(i + 1) * w];
                                 for (s, &pr) in row.iter_mut().zip(&p[i * w..(i + 1) * w]) {
@@ -307,7 +344,11 @@ impl MaskedAttention {
                     }
                 },
             );
-        (dq, dk, dv)
+        (
+            swap_middle_axes(&dq, dims.b, h, t, d),
+            swap_middle_axes(&dk, dims.b, g, l, d),
+            swap_middle_axes(&dv, dims.b, g, l, d),
+        )
     }
 
     fn mask_data(&self) -> Option<Tensor> {

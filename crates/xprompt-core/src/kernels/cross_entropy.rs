@@ -33,12 +33,15 @@ pub fn cross_entropy_z(logits: &Tensor, targets: &Tensor, z_weight: f64) -> Resu
     logits.contiguous()?.apply_op1(CrossEntropyZ {
         targets: ids,
         z_weight,
+        lse: std::sync::Mutex::new(Vec::new()),
     })
 }
 
 struct CrossEntropyZ {
     targets: Vec<u32>,
     z_weight: f64,
+    /// Each row's log-sum-exp, left by the forward for the backward.
+    lse: std::sync::Mutex<Vec<f64>>,
 }
 
 fn f64_of<T: Real>(x: T) -> f64 {
@@ -58,29 +61,33 @@ impl CrossEntropyZ {
     fn forward<T: Real>(&self, logits: &[T]) -> [T; 3] {
         let n = self.targets.len();
         let v = logits.len() / n;
-        let (ce, z) = logits
-            .par_chunks(v)
-            .zip(self.targets.par_iter())
-            .map(|(row, &t)| {
-                let l = lse(row);
-                (l - f64_of(row[t as usize]), l * l)
-            })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let lses: Vec<f64> = logits.par_chunks(v).map(lse).collect();
+        let (ce, z) = lses
+            .iter()
+            .zip(logits.chunks(v).zip(&self.targets))
+            .fold((0.0, 0.0), |(ce, z), (&l, (row, &t))| {
+                (ce + l - f64_of(row[t as usize]), z + l * l)
+            });
+        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = lses;
         let (ce, z) = (ce / n as f64, z / n as f64);
         let cast = |x: f64| T::from(x).unwrap_or_else(T::nan);
         [cast(ce + self.z_weight * z), cast(ce), cast(z)]
     }
 
     /// `d total / d logits · g`: `(softmax − onehot)/N + w·2·lse·softmax/N`, times `g`.
-    fn backward<T: Real>(&self, logits: &[T], g: T) -> Vec<T> {
+    fn backward<T: Real>(&self, logits: &[T], g: T) -> Result<Vec<T>> {
         let n = self.targets.len();
+        let lses = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if lses.len() != n {
+            bail!("cross_entropy_z: backward without a matching forward");
+        }
         let v = logits.len() / n;
         let g = f64_of(g) / n as f64;
         let mut grad = vec![T::zero(); logits.len()];
         grad.par_chunks_mut(v)
             .zip(logits.par_chunks(v).zip(self.targets.par_iter()))
-            .for_each(|(out, (row, &t))| {
-                let l = lse(row);
+            .zip(lses.par_iter())
+            .for_each(|((out, (row, &t)), &l)| {
                 let factor = T::from(g * (1.0 + self.z_weight * 2.0 * l)).unwrap_or_else(T::nan);
                 let l = T::from(l).unwrap_or_else(T::nan);
                 for (o, &x) in out.iter_mut().zip(row) {
@@ -88,7 +95,7 @@ impl CrossEntropyZ {
                 }
                 out[t as usize] -= T::from(g).unwrap_or_else(T::nan);
             });
-        grad
+        Ok(grad)
     }
 }
 
@@ -121,11 +128,11 @@ impl CustomOp1 for CrossEntropyZ {
         let grad = grad.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
         let dlogits = match logits.dtype() {
             candle_core::DType::F32 => tensor(
-                self.backward(cpu_slice::<f32>(&storage, layout, "logits")?, grad as f32),
+                self.backward(cpu_slice::<f32>(&storage, layout, "logits")?, grad as f32)?,
                 logits.shape(),
             )?,
             candle_core::DType::F64 => tensor(
-                self.backward(cpu_slice::<f64>(&storage, layout, "logits")?, grad),
+                self.backward(cpu_slice::<f64>(&storage, layout, "logits")?, grad)?,
                 logits.shape(),
             )?,
             other => bail!("cross_entropy_z supports f32 and f64, got {other:?}"),

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod linear;
 pub mod norm;
+pub mod qk_prep;
 pub mod rope;
 pub mod swiglu;
 

@@ -182,7 +182,7 @@ struct HeadLayerNorm {
 }
 
 /// Mean and 1/std of one row.
-fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
+pub(crate) fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
     let n = T::from(x.len()).unwrap_or_else(T::one);
     let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
     let var = x

@@ -13,6 +13,7 @@ use super::lora::{LoraAdapter, LoraSpec};
 
 use super::kv_cache::KvCache;
 use crate::config::{ChameleonConfig, QK_NORM_EPS};
+use crate::kernels;
 use crate::ops::{self, OpsMode};
 
 /// Per-head LayerNorm applied to queries or keys: `(x − mean)/sqrt(var + 1e-5) · γ[h] + β[h]`.
@@ -175,6 +176,16 @@ impl Attention {
         let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?;
         let k = self.k_proj.forward(x)?.reshape((b, t, hkv, d))?;
         let v = self.v_proj.forward(x)?.reshape((b, t, hkv, d))?;
+        if mode == OpsMode::Differentiable && cache.is_none() && kernels::supports(&q) {
+            // Training: kernels with exact backward passes on the projections' own
+            // (B, T, heads, D) layout — no transposed copies, no (B, H, T, L) tensors kept.
+            let prep = |x: &Tensor, norm: &HeadNorm| {
+                kernels::qk_prep::norm_rope(x, &norm.weight, &norm.bias, QK_NORM_EPS, cos, sin)
+            };
+            let (q, k) = (prep(&q, &self.q_norm)?, prep(&k, &self.k_norm)?);
+            let out = kernels::attention::masked_attention(&q, &k, &v, mask)?;
+            return self.o_proj.forward(&out.reshape((b, t, h * d))?);
+        }
         let q = self.q_norm.forward(&q, mode)?;
         let k = self.k_norm.forward(&k, mode)?;
         // (B, T, H, D) -> (B, H, T, D)
@@ -185,13 +196,6 @@ impl Attention {
             Some(cache) => cache.append(&k, &v)?,
             None => (k, v),
         };
-        if mode == OpsMode::Differentiable && crate::kernels::supports(&q) {
-            // Training: fused attention with an exact backward, no (B, H, T, L) tensors kept.
-            let out = crate::kernels::attention::masked_attention(&q, &k, &v, mask)?
-                .transpose(1, 2)?
-                .reshape((b, t, h * d))?;
-            return self.o_proj.forward(&out);
-        }
         let l = k.dim(2)?;
         let rep = h / hkv;
         // Fold each group's query heads into the row axis: (B, H, T, D) -> (B, Hkv, rep·T, D).
