@@ -35,19 +35,21 @@ def main():
     shape = None
     for r in range(a.rounds):
         x = run_json(xp)
-        shape = (round(x["rows_per_step"]), round(x["targets_per_step"]))
+        # xprompt packs rows only as long as their longest sample set needs (<= context-len);
+        # torch gets the same rows and row length.
+        shape = (round(x["rows_per_step"]), round(x["targets_per_step"]), x["row_len"])
         results["xprompt"].append(x)
         for attn in ["eager", "sdpa"]:
             t = run_json([sys.executable, os.path.join(HERE, "bench_train.py"), "--preset", a.preset,
-                          "--rows", str(shape[0]), "--context-len", str(a.context_len),
+                          "--rows", str(shape[0]), "--context-len", str(shape[2]),
                           "--targets", str(shape[1]), "--steps", str(a.steps), "--attn", attn])
             results[f"torch {attn}"].append(t)
         print(f"round {r + 1}: " + ", ".join(
             f"{k} {v[-1]['s_per_step']:.3f} s" for k, v in results.items()), flush=True)
     med = {k: statistics.median(v_["s_per_step"] for v_ in v) for k, v in results.items()}
     rss = {k: max(v_["peak_rss_mb"] for v_ in v) for k, v in results.items()}
-    positions = shape[0] * a.context_len
-    print(f"preset {a.preset}, {shape[0]} rows x {a.context_len} ({positions} positions), "
+    positions = shape[0] * shape[2]
+    print(f"preset {a.preset}, context {a.context_len}: {shape[0]} rows x {shape[2]} ({positions} positions), "
           f"{shape[1]} target rows, {results['xprompt'][0]['params']} parameters")
     print("| impl | s / step (median) | positions / s | peak RSS MB | xprompt speed-up |")
     print("|---|---|---|---|---|")

@@ -1,7 +1,8 @@
-//! Packing samples into fixed-length rows. Each row holds several samples back to back; a
-//! block-diagonal bias keeps them from attending to each other, and inside a block the
-//! sample's own visibility rule applies (X-Prompt mask or causal). Positions restart at 0 for
-//! every sample, exactly as at inference.
+//! Packing samples into rows. Each row holds several samples back to back; a block-diagonal
+//! bias keeps them from attending to each other, and inside a block the sample's own
+//! visibility rule applies (X-Prompt mask or causal). Positions restart at 0 for every sample,
+//! exactly as at inference. Rows are as long as the longest packed row (never more than
+//! `context_len`): padding that every row would carry is not computed at all.
 
 use candle_core::{Device, Tensor};
 use xprompt_generate::incontext::visible;
@@ -27,7 +28,8 @@ pub struct Batch {
     pub targets: usize,
 }
 
-/// Greedily packs `samples` into rows of `context_len`; a sample longer than a row is an error.
+/// Greedily packs `samples` into rows of at most `context_len` (first fit, in order); a
+/// sample longer than that is an error.
 pub fn pack(samples: &[Sample], context_len: usize, pad: u32, device: &Device) -> Result<Batch> {
     let mut rows: Vec<Vec<&Sample>> = Vec::new();
     let mut used: Vec<usize> = Vec::new();
@@ -49,7 +51,7 @@ pub fn pack(samples: &[Sample], context_len: usize, pad: u32, device: &Device) -
             }
         }
     }
-    let (b, t) = (rows.len(), context_len);
+    let (b, t) = (rows.len(), used.iter().copied().max().unwrap_or(0));
     let mut ids = vec![pad; b * t];
     let mut pos = vec![0u32; b * t];
     let mut bias = vec![f32::NEG_INFINITY; b * t * t];
@@ -93,4 +95,44 @@ pub fn pack(samples: &[Sample], context_len: usize, pad: u32, device: &Device) -
         tokens,
         targets: n,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xprompt_generate::incontext::{PromptMode, Segment};
+
+    fn sample(len: usize, first_id: u32) -> Sample {
+        Sample {
+            ids: (first_id..first_id + len as u32).collect(),
+            segments: vec![Segment::Query; len],
+            is_target: (0..len).map(|i| i + 1 == len).collect(),
+            mode: PromptMode::Causal,
+        }
+    }
+
+    #[test]
+    fn rows_are_as_long_as_the_longest_packed_row() {
+        // 5 + 7 share a row of 12; 4 starts a second row; nothing is padded past 12.
+        let samples = [sample(5, 100), sample(7, 200), sample(4, 300)];
+        let batch = pack(&samples, 13, 0, &Device::Cpu).unwrap();
+        assert_eq!(batch.ids.dims(), [2, 12]);
+        assert_eq!(batch.bias.dims(), [2, 1, 12, 12]);
+        assert_eq!(batch.tokens, 16);
+        let pos: Vec<Vec<u32>> = batch.positions.to_vec2().unwrap();
+        assert_eq!(pos[0][5], 0, "positions restart for the second sample");
+        assert_eq!(pos[0][11], 6);
+        let ids: Vec<Vec<u32>> = batch.ids.to_vec2().unwrap();
+        assert_eq!(
+            &ids[1][..5],
+            &[300, 301, 302, 303, 0],
+            "padding after the short row"
+        );
+        // The second sample never sees the first.
+        let bias: Vec<f32> = batch.bias.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(bias[5 * 12 + 4], f32::NEG_INFINITY);
+        assert_eq!(bias[5 * 12 + 5], 0.0);
+        let err = pack(&[sample(14, 0)], 13, 0, &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
 }

@@ -92,9 +92,12 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     pub tokens: usize,
     pub targets: usize,
-    /// Packed rows of `context_len` positions this step (all micro-batches).
+    /// Packed rows this step (all micro-batches).
     #[serde(default)]
     pub rows: usize,
+    /// Positions computed this step: rows × row length, padding included.
+    #[serde(default)]
+    pub positions: usize,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_ce: Option<f32>,
@@ -282,7 +285,7 @@ impl Trainer {
         let pad = self.prompt.vocab.pad.unwrap_or(0);
         let mut grads_sum: Option<candle_core::backprop::GradStore> = None;
         let (mut ce, mut z, mut total, mut tokens, mut targets) = (0f32, 0f32, 0f32, 0, 0);
-        let mut rows = 0;
+        let (mut rows, mut positions) = (0, 0);
         // Seconds spent building batches, in forward, in backward (reported at debug level).
         let mut phases = [0f64; 3];
         for _ in 0..s.grad_accum.max(1) {
@@ -318,6 +321,7 @@ impl Trainer {
             tokens += batch.tokens;
             targets += batch.targets;
             rows += batch.ids.dim(0)?;
+            positions += batch.ids.elem_count();
         }
         let grads = grads_sum.expect("at least one micro-batch");
         let t_opt = Instant::now();
@@ -341,6 +345,7 @@ impl Trainer {
             tokens,
             targets,
             rows,
+            positions,
             seconds: t0.elapsed().as_secs_f64(),
             val_ce: None,
         })

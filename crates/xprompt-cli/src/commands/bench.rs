@@ -451,12 +451,13 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         &xprompt_train::params::ParamPlan::all(),
     )?;
     t.train_step()?; // warm-up
-    let (mut tokens, mut targets, mut rows, mut secs) = (0usize, 0usize, 0usize, 0f64);
+    let (mut tokens, mut targets, mut rows, mut positions, mut secs) = (0, 0, 0, 0, 0f64);
     for _ in 0..a.steps {
         let m = t.train_step()?;
         tokens += m.tokens;
         targets += m.targets;
         rows += m.rows;
+        positions += m.positions;
         secs += m.seconds;
     }
     let params = cfg.parameter_count();
@@ -466,7 +467,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({"impl": "xprompt", "params": params, "tokens_per_step": tokens as f64 / a.steps as f64,
                 "targets_per_step": targets as f64 / a.steps as f64, "rows_per_step": rows as f64 / a.steps as f64,
-                "context_len": a.context_len, "positions_per_s": (rows * a.context_len) as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
+                "row_len": positions / rows.max(1), "context_len": a.context_len, "positions_per_s": positions as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
                 "peak_rss_mb": peak_rss_mb()})
         );
     } else {
@@ -476,7 +477,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             tokens as f64 / a.steps as f64,
             targets as f64 / a.steps as f64,
             rows as f64 / a.steps as f64,
-            a.context_len
+            positions / rows.max(1)
         );
         println!(
             "training   {tps:.0} tokens/s, {:.2} s per step; peak RSS {:.0} MB",
