@@ -164,11 +164,12 @@ log_every = 1
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("already has 2 X-Prompt tokens")
     );
-    // LoRA fine-tuning: adapters on q/v, merged into the exported weights, which load as a
-    // plain model directory.
+    // LoRA fine-tuning over a bf16 frozen base: adapters on q/v, merged into the exported
+    // weights, which load as a plain model directory.
+    let ft_bf16 = ft.replace("xp_tokens = 2", "xp_tokens = 2\nfrozen_dtype = \"bf16\"");
     std::fs::write(
         t.join("lora.toml"),
-        format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n"),
+        format!("{ft_bf16}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n"),
     )
     .unwrap();
     let log = xprompt(t, &["train", "--config", "lora.toml", "--out", "lora"]);
@@ -200,6 +201,21 @@ log_every = 1
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("qkv"));
+    std::fs::write(
+        t.join("lora_dtype.toml"),
+        ft.replace("xp_tokens = 2", "xp_tokens = 2\nfrozen_dtype = \"fp8\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "lora_dtype.toml", "--out", "lora3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("model.frozen_dtype = \"fp8\""),
+        "{err}"
+    );
     std::fs::write(
         t.join("ft_bad.toml"),
         ft.replace("xp_tokens = 2", "xp_tokens = 2\nhidden_size = 64"),

@@ -73,6 +73,23 @@ pub struct ModelSection {
     /// the adapters and `embed_tokens`, which holds the X-Prompt rows).
     #[serde(default)]
     pub train: Option<Vec<String>>,
+    /// Store the *frozen* weight matrices (linear layers, `lm_head`) in `"bf16"` or `"f16"`
+    /// instead of f32 — half the memory of the base model in a LoRA or partial run. Default
+    /// `"f32"`.
+    #[serde(default)]
+    pub frozen_dtype: Option<String>,
+}
+
+/// The dtype a `model.frozen_dtype` value names.
+pub fn parse_frozen_dtype(value: &str) -> std::result::Result<candle_core::DType, String> {
+    match value {
+        "f32" => Ok(candle_core::DType::F32),
+        "bf16" => Ok(candle_core::DType::BF16),
+        "f16" => Ok(candle_core::DType::F16),
+        other => Err(format!(
+            "model.frozen_dtype = {other:?}: expected \"f32\", \"bf16\" or \"f16\""
+        )),
+    }
 }
 
 fn default_xp() -> usize {
@@ -127,6 +144,13 @@ impl Experiment {
         crate::params::ParamPlan {
             lora: self.lora.clone(),
             train: self.model.train.clone(),
+            // Checked when the file was read.
+            frozen_dtype: self
+                .model
+                .frozen_dtype
+                .as_deref()
+                .and_then(|v| parse_frozen_dtype(v).ok())
+                .filter(|d| *d != candle_core::DType::F32),
         }
     }
 
@@ -147,6 +171,12 @@ impl Experiment {
             }
         }
         let m = &e.model;
+        if let Some(v) = &m.frozen_dtype {
+            parse_frozen_dtype(v).map_err(|why| TrainError::Config {
+                path: path.display().to_string(),
+                why,
+            })?;
+        }
         let sizes = [
             ("hidden_size", m.hidden_size.is_some()),
             ("num_hidden_layers", m.num_hidden_layers.is_some()),

@@ -6,6 +6,10 @@
 //! saving and resuming treat them alike — but frozen tensors reach the model as *detached*
 //! views of their variable: same storage (so loading values later still shows through), no
 //! gradient tracking, so candle computes no gradient for them and the optimiser never sees them.
+//!
+//! With `frozen_dtype` (e.g. bf16) the frozen weight *matrices* — the linear layers and
+//! `lm_head`, nearly all of a large model — are stored in that dtype, halving the memory of a
+//! LoRA run's base model; the training kernels widen them to f32 one layer at a time.
 
 use candle_core::{DType, Device, Result as CResult, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -21,6 +25,13 @@ pub struct ParamPlan {
     /// Name substrings of the other trained tensors; `None` trains everything, except under
     /// LoRA where it defaults to the embedding (X-Prompt rows).
     pub train: Option<Vec<String>>,
+    /// Storage dtype of frozen weight matrices; `None` keeps them in f32.
+    pub frozen_dtype: Option<DType>,
+}
+
+/// The tensors `frozen_dtype` applies to: linear-layer weights and `lm_head`.
+pub fn is_weight_matrix(name: &str) -> bool {
+    name.ends_with("_proj.weight") || name == "lm_head.weight"
 }
 
 /// Default trained tensors besides the adapters under LoRA.
@@ -41,6 +52,22 @@ impl ParamPlan {
             (None, Some(_)) => LORA_DEFAULT_TRAIN.iter().any(|p| name.contains(p)),
             (None, None) => true,
         }
+    }
+
+    /// The dtype tensor `name` is stored in.
+    pub fn storage_dtype(&self, name: &str) -> DType {
+        match self.frozen_dtype {
+            Some(dtype) if is_weight_matrix(name) && !self.is_trainable(name) => dtype,
+            _ => DType::F32,
+        }
+    }
+
+    /// Bytes of all weights of `cfg` as this plan stores them, before anything is allocated.
+    pub fn weight_bytes(&self, cfg: &ChameleonConfig) -> usize {
+        cfg.parameter_shapes(self.lora.as_ref())
+            .iter()
+            .map(|(n, s)| s.iter().product::<usize>() * self.storage_dtype(n).size_in_bytes())
+            .sum()
     }
 
     /// Trained and total parameter counts for `cfg`, before anything is allocated.
@@ -87,6 +114,10 @@ struct Freezing {
 
 impl SimpleBackend for Freezing {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> CResult<Tensor> {
+        let dtype = match self.plan.storage_dtype(name) {
+            DType::F32 => dtype,
+            low => low,
+        };
         let t = self.varmap.get(s, name, h, dtype, dev)?;
         Ok(if self.plan.is_trainable(name) {
             t

@@ -62,7 +62,7 @@ pub fn load_pretrained(varmap: &VarMap, dir: &Path, base_vocab: usize) -> Result
                 )))
             }
         };
-        var.set(&t)?;
+        var.set(&t.to_dtype(var.dtype())?)?;
     }
     store.ensure_all_consumed(IGNORED_PREFIXES)?;
     Ok(loaded)

@@ -175,7 +175,7 @@ pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
         } else {
             (0..n).map(|_| normal.sample(&mut rng)).collect()
         };
-        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
 }
@@ -442,7 +442,10 @@ impl Trainer {
                     b: b.as_tensor().detach(),
                     scale: spec.scale(),
                 };
-                let merged = adapter.merged(w)?;
+                // Merged in f32, stored back in the base weight's dtype.
+                let merged = adapter
+                    .merged(&w.to_dtype(candle_core::DType::F32)?)?
+                    .to_dtype(w.dtype())?;
                 out.insert(w_name, merged);
             }
         }

@@ -18,7 +18,7 @@ use xprompt_generate::grammar::ImageGrammar;
 use xprompt_generate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
 use xprompt_generate::sampler::SamplerConfig;
 use xprompt_train::optim::AdamWConfig;
-use xprompt_train::params::ParamPlan;
+use xprompt_train::params::{is_weight_matrix, ParamPlan};
 use xprompt_train::sample::{SampleConfig, TaskItem};
 use xprompt_train::trainer::{list_checkpoints, PromptContext, TrainSettings, Trainer};
 
@@ -297,6 +297,19 @@ fn every_parameter_including_xprompt_rows_gets_a_gradient() {
     }
 }
 
+/// Logits of a fixed short sequence.
+fn logits_of(m: &ChameleonModel) -> Vec<f32> {
+    let dev = candle_core::Device::Cpu;
+    let ids = candle_core::Tensor::new(&[[3u32, 9, 4, 12, 7]], &dev).unwrap();
+    let pos = positions(1, 0, 5, &dev).unwrap();
+    m.forward(&ids, &pos, Visibility::Causal, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn snapshot(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
     t.varmap
         .data()
@@ -307,6 +320,8 @@ fn snapshot(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
             (
                 k.clone(),
                 v.as_tensor()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
                     .flatten_all()
                     .unwrap()
                     .to_vec1::<f32>()
@@ -326,10 +341,12 @@ fn lora_and_partial_plans_train_only_their_parameters_and_lora_exports_merged() 
             targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
         }),
         train: None,
+        frozen_dtype: None,
     };
     let partial = ParamPlan {
         lora: None,
         train: Some(vec!["layers.1.mlp".into(), "embed_tokens".into()]),
+        frozen_dtype: None,
     };
     for plan in [&lora, &partial] {
         let mut t = trainer_with(3, plan);
@@ -376,4 +393,71 @@ fn lora_and_partial_plans_train_only_their_parameters_and_lora_exports_merged() 
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(err < 1e-4, "merged export differs by {err}");
+}
+
+#[test]
+fn lora_with_a_bf16_frozen_base_trains_and_exports() {
+    let (cfg, _) = setup();
+    let plan = ParamPlan {
+        lora: Some(LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into(), "down_proj".into()],
+        }),
+        train: None,
+        frozen_dtype: Some(candle_core::DType::BF16),
+    };
+    // The plan counts the frozen matrices at 2 bytes.
+    let f32_plan = ParamPlan {
+        frozen_dtype: None,
+        ..plan.clone()
+    };
+    assert!(plan.weight_bytes(&cfg) < f32_plan.weight_bytes(&cfg));
+    let mut t = trainer_with(3, &plan);
+    {
+        let data = t.varmap.data().lock().unwrap();
+        for (name, var) in data.iter() {
+            let want = if is_weight_matrix(name) && !plan.is_trainable(name) {
+                candle_core::DType::BF16
+            } else {
+                candle_core::DType::F32
+            };
+            assert_eq!(var.dtype(), want, "{name}");
+        }
+    }
+    let before = snapshot(&t);
+    let first = t.train_step().unwrap().loss;
+    for _ in 0..4 {
+        t.train_step().unwrap();
+    }
+    let after = snapshot(&t);
+    for (name, v) in &before {
+        assert_eq!(&after[name] != v, plan.is_trainable(name), "{name}");
+    }
+    assert!(first.is_finite());
+    // The export merges the adapters (in f32) and keeps the base dtype; an inference model
+    // built from it computes what the adapted model computes, up to bf16 rounding.
+    let exported = t.export_tensors().unwrap();
+    assert_eq!(
+        exported["model.layers.0.self_attn.q_proj.weight"].dtype(),
+        candle_core::DType::BF16
+    );
+    let dev = candle_core::Device::Cpu;
+    let plain = ChameleonModel::new(
+        &cfg,
+        candle_nn::VarBuilder::from_tensors(exported, candle_core::DType::F32, &dev),
+        OpsMode::Fused,
+    )
+    .unwrap();
+    let (a, b) = (logits_of(&t.model), logits_of(&plain));
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        err < 2e-2 * scale.max(1.0),
+        "merged export differs by {err} (scale {scale})"
+    );
 }

@@ -69,11 +69,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if !unmatched.is_empty() {
         bail!("model.train patterns {unmatched:?} match no parameter of this model");
     }
-    // Memory plan: all weights (f32), gradients and two AdamW moments of the trained ones,
-    // and the attention bias + activations of one micro-batch (rough: 24 floats per token
-    // per hidden unit per layer).
+    // Memory plan: all weights as stored (f32, or model.frozen_dtype for frozen matrices),
+    // gradients and two AdamW moments of the trained ones, and the attention bias +
+    // activations of one micro-batch (rough: 24 floats per token per hidden unit per layer;
+    // the attention kernels keep no (B, H, T, T) tensors, only the shared bias).
     let (trained, total) = plan.counts(&cfg);
     let (params, trained) = (total as f64, trained as f64);
+    let weight_bytes = plan.weight_bytes(&cfg) as f64;
     let t = &exp.train;
     let rows = t.batch_samples as f64; // upper bound on packed rows
     let act = rows
@@ -82,9 +84,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         * cfg.num_hidden_layers as f64
         * 24.0
         * 4.0
-        + rows
-            * (t.context_len as f64).powi(2)
-            * (4.0 + 4.0 * cfg.num_attention_heads as f64 * cfg.num_hidden_layers as f64);
+        + rows * (t.context_len as f64).powi(2) * 4.0;
     let what = match (&plan.lora, &plan.train) {
         (Some(l), _) => format!(
             "LoRA rank {} on {} + {:?}",
@@ -104,20 +104,25 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "model: {:.2} M parameters, {:.2} M trained ({what}); memory plan: weights {:.0} MB + grads {:.0} MB + AdamW {:.0} MB + activations ≤ {:.0} MB",
         params / 1e6,
         trained / 1e6,
-        params * 4.0 / 1e6,
+        weight_bytes / 1e6,
         trained * 4.0 / 1e6,
         trained * 8.0 / 1e6,
         act / 1e6
     );
-    let needed = params * 4.0 + trained * 12.0 + act;
+    let needed = weight_bytes + trained * 12.0 + act;
     let budget = match a.max_memory_gb {
         Some(gb) => gb * 1e9,
         None => available_memory_bytes().unwrap_or(f64::INFINITY),
     };
     if needed > budget {
+        let half_base = if plan.frozen_dtype.is_none() && trained < params {
+            ", set model.frozen_dtype = \"bf16\" (halves the frozen weights)"
+        } else {
+            ""
+        };
         bail!(
             "the memory plan needs about {:.1} GB but only {:.1} GB are available; lower train.batch_samples or \
-             train.context_len, or a smaller model (override with --max-memory-gb)",
+             train.context_len{half_base}, or a smaller model (override with --max-memory-gb)",
             needed / 1e9,
             budget / 1e9
         );

@@ -3,11 +3,19 @@
 //! reshape back, and its backward fills a zero tensor and adds into it for each of them;
 //! here the backward is two gemms (`dx = g·W`, `dW = gᵀ·x`), each skipped when its input needs
 //! no gradient (a frozen weight under LoRA, say).
+//!
+//! A frozen weight may be stored in bf16 or f16 under an f32 input (a LoRA run keeping its
+//! base model in half precision): it is widened to f32 for each product, one layer at a
+//! time, and never needs a gradient.
+
+use std::borrow::Cow;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::access::{cpu_slice, matmul_parallel, slice, tensor, Mat};
+use super::Real;
 
 /// # Shapes
 /// `x`: `(…, in)`, `weight`: `(out, in)` -> `(…, out)`
@@ -20,10 +28,78 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
             [out_dim, in_dim]
         );
     }
+    if weight.dtype() != x.dtype() {
+        let half = matches!(weight.dtype(), DType::BF16 | DType::F16);
+        if !half || x.dtype() != DType::F32 {
+            bail!(
+                "linear: a {:?} weight with a {:?} input; only f32 inputs take (frozen) bf16/f16 weights",
+                weight.dtype(),
+                x.dtype()
+            );
+        }
+        if weight.track_op() {
+            bail!(
+                "linear: a trainable weight must be stored in the input's dtype ({:?}), not {:?}",
+                x.dtype(),
+                weight.dtype()
+            );
+        }
+    }
     x.contiguous()?.apply_op2(&weight.contiguous()?, Linear)
 }
 
 struct Linear;
+
+/// The weight's elements as `T`: borrowed when stored as `T`, widened from bf16/f16 otherwise.
+fn weight_as<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [T]>> {
+    if T::cpu_storage_as_slice(storage).is_ok() {
+        return Ok(Cow::Borrowed(slice::<T>(storage, layout, "weight")?));
+    }
+    let widen = |x: f32| T::from(x).unwrap_or_else(T::nan);
+    Ok(Cow::Owned(match storage {
+        CpuStorage::BF16(_) => slice::<half::bf16>(storage, layout, "weight")?
+            .par_iter()
+            .map(|w| widen(w.to_f32()))
+            .collect(),
+        CpuStorage::F16(_) => slice::<half::f16>(storage, layout, "weight")?
+            .par_iter()
+            .map(|w| widen(w.to_f32()))
+            .collect(),
+        other => bail!("linear: weight dtype {:?} is not supported", other.dtype()),
+    }))
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], rows: usize, in_dim: usize, out_dim: usize) -> Vec<T> {
+    let mut y = vec![T::zero(); rows * out_dim];
+    matmul_parallel(
+        &mut y,
+        Mat::row_major(x, rows, in_dim),
+        Mat::row_major(w, out_dim, in_dim).t(),
+    );
+    y
+}
+
+/// `(dx, dw)`, each computed only when `want` says so.
+fn backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    (rows, in_dim, out_dim): (usize, usize, usize),
+    want: (bool, bool),
+) -> (Option<Vec<T>>, Option<Vec<T>>) {
+    let gm = Mat::row_major(g, rows, out_dim);
+    let dx = want.0.then(|| {
+        let mut dx = vec![T::zero(); rows * in_dim];
+        matmul_parallel(&mut dx, gm, Mat::row_major(w, out_dim, in_dim));
+        dx
+    });
+    let dw = want.1.then(|| {
+        let mut dw = vec![T::zero(); out_dim * in_dim];
+        matmul_parallel(&mut dw, gm.t(), Mat::row_major(x, rows, in_dim));
+        dw
+    });
+    (dx, dw)
+}
 
 impl CustomOp2 for Linear {
     fn name(&self) -> &'static str {
@@ -41,21 +117,21 @@ impl CustomOp2 for Linear {
         let rows = l1.shape().elem_count() / in_dim.max(1);
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out_dim;
-        macro_rules! run {
-            ($t:ty) => {{
-                let (x, w) = (slice::<$t>(s1, l1, "x")?, slice::<$t>(s2, l2, "weight")?);
-                let mut y = vec![<$t>::default(); rows * out_dim];
-                matmul_parallel(
-                    &mut y,
-                    Mat::row_major(x, rows, in_dim),
-                    Mat::row_major(w, out_dim, in_dim).t(),
-                );
-                <$t as candle_core::WithDType>::to_cpu_storage_owned(y)
-            }};
-        }
         let y = match s1 {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
+            CpuStorage::F32(_) => CpuStorage::F32(forward(
+                slice::<f32>(s1, l1, "x")?,
+                &weight_as::<f32>(s2, l2)?,
+                rows,
+                in_dim,
+                out_dim,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(forward(
+                slice::<f64>(s1, l1, "x")?,
+                &weight_as::<f64>(s2, l2)?,
+                rows,
+                in_dim,
+                out_dim,
+            )),
             other => bail!(
                 "linear kernel supports f32 and f64, got {:?}",
                 other.dtype()
@@ -72,39 +148,33 @@ impl CustomOp2 for Linear {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (out_dim, in_dim) = w.dims2()?;
-        let rows = x.elem_count() / in_dim.max(1);
+        let sizes = (x.elem_count() / in_dim.max(1), in_dim, out_dim);
+        let want = (x.track_op(), w.track_op());
         let (xc, wc, gc) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
         let (xs, xl) = xc.storage_and_layout();
         let (ws, wl) = wc.storage_and_layout();
         let (gs, gl) = gc.storage_and_layout();
+        let Storage::Cpu(w_cpu) = &*ws else {
+            bail!("linear: weight is not on the CPU");
+        };
         macro_rules! run {
             ($t:ty) => {{
-                let (xv, wv, gv) = (
+                let (dx, dw) = backward(
                     cpu_slice::<$t>(&xs, xl, "x")?,
-                    cpu_slice::<$t>(&ws, wl, "weight")?,
+                    &weight_as::<$t>(w_cpu, wl)?,
                     cpu_slice::<$t>(&gs, gl, "grad")?,
+                    sizes,
+                    want,
                 );
-                let gm = Mat::row_major(gv, rows, out_dim);
-                let dx = if x.track_op() {
-                    let mut dx = vec![<$t>::default(); rows * in_dim];
-                    matmul_parallel(&mut dx, gm, Mat::row_major(wv, out_dim, in_dim));
-                    Some(tensor(dx, x.shape())?)
-                } else {
-                    None
-                };
-                let dw = if w.track_op() {
-                    let mut dw = vec![<$t>::default(); out_dim * in_dim];
-                    matmul_parallel(&mut dw, gm.t(), Mat::row_major(xv, rows, in_dim));
-                    Some(tensor(dw, w.shape())?)
-                } else {
-                    None
-                };
-                (dx, dw)
+                (
+                    dx.map(|d| tensor(d, x.shape())).transpose()?,
+                    dw.map(|d| tensor(d, w.shape())).transpose()?,
+                )
             }};
         }
         Ok(match x.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
             other => bail!("linear kernel supports f32 and f64, got {other:?}"),
         })
     }

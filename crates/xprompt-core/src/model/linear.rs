@@ -83,9 +83,10 @@ impl Linear {
     /// each way and the weight gradient directly.
     fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.inner.weight();
+        let frozen_half = matches!(w.dtype(), DType::BF16 | DType::F16) && !w.track_op();
         if self.mode == OpsMode::Differentiable
             && crate::kernels::supports(x)
-            && w.dtype() == x.dtype()
+            && (w.dtype() == x.dtype() || (x.dtype() == DType::F32 && frozen_half))
         {
             // Training: one graph node with its own backward (see `kernels::linear`).
             let y = crate::kernels::linear::linear(x, w)?;
