@@ -138,3 +138,63 @@ impl SimpleBackend for Freezing {
             .unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chameleon-7B / Lumina-mGPT-7B sizes (shapes only; nothing is allocated).
+    fn seven_b() -> ChameleonConfig {
+        let mut cfg = ChameleonConfig::tiny(65536);
+        cfg.hidden_size = 4096;
+        cfg.intermediate_size = 11008;
+        cfg.num_hidden_layers = 32;
+        cfg.num_attention_heads = 32;
+        cfg.num_key_value_heads = 32;
+        cfg.head_dim = 128;
+        cfg
+    }
+
+    #[test]
+    fn a_bf16_frozen_base_halves_a_7b_lora_run() {
+        let lora = ParamPlan {
+            lora: Some(LoraSpec {
+                rank: 16,
+                alpha: 32.0,
+                targets: vec![
+                    "q_proj".into(),
+                    "k_proj".into(),
+                    "v_proj".into(),
+                    "o_proj".into(),
+                ],
+            }),
+            train: None,
+            frozen_dtype: None,
+        };
+        let half = ParamPlan {
+            frozen_dtype: Some(DType::BF16),
+            ..lora.clone()
+        };
+        let cfg = seven_b();
+        let gb = |b: usize| b as f64 / 1e9;
+        let (f32_bytes, bf16_bytes) = (gb(lora.weight_bytes(&cfg)), gb(half.weight_bytes(&cfg)));
+        // ~7.0 B parameters: 28 GB in f32; the frozen matrices (all but the embedding, the
+        // norms and the adapters) at 2 bytes bring it to ~14.6 GB.
+        assert!((27.0..29.0).contains(&f32_bytes), "{f32_bytes}");
+        assert!((14.0..15.5).contains(&bf16_bytes), "{bf16_bytes}");
+        assert_eq!(
+            half.storage_dtype("model.layers.3.self_attn.q_proj.weight"),
+            DType::BF16
+        );
+        assert_eq!(half.storage_dtype("lm_head.weight"), DType::BF16);
+        // Trained tensors and small ones stay f32.
+        assert_eq!(half.storage_dtype("model.embed_tokens.weight"), DType::F32);
+        assert_eq!(
+            half.storage_dtype("model.layers.3.input_layernorm.weight"),
+            DType::F32
+        );
+        let adapter = "model.layers.3.self_attn.q_proj.lora_a";
+        assert!(half.is_trainable(adapter));
+        assert_eq!(half.storage_dtype(adapter), DType::F32);
+    }
+}

@@ -387,7 +387,7 @@ impl Trainer {
             std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        self.varmap.save(tmp.join("model.safetensors"))?;
+        self.save_weights(&tmp.join("model.safetensors"))?;
         self.opt.save(&tmp.join("optimizer.safetensors"))?;
         let state = TrainerState {
             step: self.step,
@@ -414,6 +414,59 @@ impl Trainer {
             std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
         }
         Ok(final_dir)
+    }
+
+    /// Writes the tensors a checkpoint needs. Frozen tensors never change — they come back from
+    /// the seeded initialisation or from `model.from` when the run is resumed — so a LoRA or
+    /// partial run stores only what it trains (a 7B LoRA checkpoint is megabytes, not 14 GB).
+    fn save_weights(&self, path: &Path) -> Result<()> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let kept: HashMap<String, Tensor> = data
+            .iter()
+            .filter(|(name, _)| self.plan.is_trainable(name))
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        candle_core::safetensors::save(&kept, path)?;
+        Ok(())
+    }
+
+    /// Restores the tensors `save_weights` wrote: every trained tensor must be there with its
+    /// shape and dtype; frozen ones keep their current values unless the file has them (a
+    /// checkpoint written before frozen tensors were left out).
+    fn load_weights(&self, path: &Path) -> std::result::Result<(), String> {
+        let file = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .map_err(|e| e.to_string())?;
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut unknown: Vec<&String> = file.keys().filter(|k| !data.contains_key(*k)).collect();
+        unknown.sort();
+        if let Some(first) = unknown.first() {
+            return Err(format!(
+                "tensor {first} is not a parameter of this model ({} such)",
+                unknown.len()
+            ));
+        }
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &data[name];
+            let Some(t) = file.get(name) else {
+                if self.plan.is_trainable(name) {
+                    return Err(format!("trained tensor {name} is missing"));
+                }
+                continue;
+            };
+            if t.dims() != var.dims() || t.dtype() != var.dtype() {
+                return Err(format!(
+                    "tensor {name} is {:?} {:?}, the model has {:?} {:?}",
+                    t.dtype(),
+                    t.dims(),
+                    var.dtype(),
+                    var.dims()
+                ));
+            }
+            var.set(t).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The model's weights as an inference checkpoint: every tensor, with LoRA adapters
@@ -500,9 +553,8 @@ impl Trainer {
                 self.train.len()
             )));
         }
-        self.varmap
-            .load(ckpt.join("model.safetensors"))
-            .map_err(|e| bad(e.to_string()))?;
+        self.load_weights(&ckpt.join("model.safetensors"))
+            .map_err(|why| bad(format!("model.safetensors: {why}")))?;
         self.opt
             .load(&ckpt.join("optimizer.safetensors"), state.step)?;
         let mut rng = ChaCha8Rng::from_seed(state.rng_seed);

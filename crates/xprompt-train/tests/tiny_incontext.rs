@@ -461,3 +461,69 @@ fn lora_with_a_bf16_frozen_base_trains_and_exports() {
         "merged export differs by {err} (scale {scale})"
     );
 }
+
+#[test]
+fn lora_checkpoints_hold_only_trained_tensors_and_resume_exactly() {
+    let plan = ParamPlan {
+        lora: Some(LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+        }),
+        train: None,
+        frozen_dtype: Some(candle_core::DType::BF16),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut full = trainer_with(8, &plan);
+    for _ in 0..8 {
+        full.train_step().unwrap();
+    }
+    let mut first = trainer_with(8, &plan);
+    for _ in 0..3 {
+        first.train_step().unwrap();
+    }
+    let ck = first.save_checkpoint(tmp.path()).unwrap();
+    let stored =
+        candle_core::safetensors::load(ck.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let trained = snapshot(&first)
+        .keys()
+        .filter(|k| plan.is_trainable(k))
+        .count();
+    assert_eq!(stored.len(), trained);
+    assert!(stored.keys().all(|k| plan.is_trainable(k)));
+    // Frozen tensors come back from the seeded initialisation.
+    let mut resumed = trainer_with(8, &plan);
+    resumed.load_checkpoint(&ck).unwrap();
+    for _ in 3..8 {
+        resumed.train_step().unwrap();
+    }
+    assert_eq!(
+        snapshot(&full),
+        snapshot(&resumed),
+        "k + resume + (N-k) == N"
+    );
+    // A run without the adapters cannot resume from it.
+    let err = trainer(8).load_checkpoint(&ck).unwrap_err().to_string();
+    assert!(
+        err.contains(".lora_") && err.contains("is not a parameter of this model"),
+        "{err}"
+    );
+    // Nor can a LoRA run on other layers, whose trained tensors are not all there.
+    let other = ParamPlan {
+        lora: Some(LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into(), "v_proj".into(), "o_proj".into()],
+        }),
+        ..plan.clone()
+    };
+    let err = trainer_with(8, &other)
+        .load_checkpoint(&ck)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("o_proj.lora_a is missing") || err.contains("o_proj.lora_b is missing"),
+        "{err}"
+    );
+}

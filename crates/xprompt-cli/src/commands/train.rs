@@ -142,7 +142,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if with_neighbours > 0 {
         eprintln!("RAIE: {with_neighbours} training items have retrieval neighbours");
     }
-    if let (Some(p), true) = (&pretrained, ckpts.is_empty()) {
+    // Also when resuming a LoRA / partial run: its checkpoints hold only the trained tensors,
+    // the frozen rest comes from here.
+    let freezes = plan.lora.is_some() || plan.train.is_some();
+    let needs_base = ckpts.is_empty() || freezes;
+    if let (Some(p), true) = (&pretrained, needs_base) {
         let n = xprompt_train::pretrained::load_pretrained(&trainer.varmap, &p.dir, p.base_vocab)?;
         let xp_note = if p.base_vocab < cfg.vocab_size {
             "new X-Prompt rows = mean embedding"
