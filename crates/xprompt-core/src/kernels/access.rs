@@ -183,3 +183,45 @@ pub(crate) fn swap_middle_axes<T: Real>(
         });
     out
 }
+
+/// Evaluates `$body` with `$f` naming the Rust type of the float dtype `$dtype` (f32 or f64);
+/// any other dtype is an error naming the kernel `$what`.
+macro_rules! for_float {
+    ($dtype:expr, $what:expr, |$f:ident| $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $f = f32;
+                $body
+            }
+            candle_core::DType::F64 => {
+                type $f = f64;
+                $body
+            }
+            other => candle_core::bail!("{} supports f32 and f64, got {:?}", $what, other),
+        }
+    };
+}
+pub(crate) use for_float;
+
+/// Runs `f` on the contiguous CPU elements of `tensors` (copied first where strided), in
+/// order: the backward passes' way of reading their saved inputs.
+pub(crate) fn with_slices<F: WithDType, R>(
+    tensors: &[&Tensor],
+    f: impl FnOnce(&[&[F]]) -> R,
+) -> Result<R> {
+    let owned: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (i, (storage, layout)) in guards.iter().enumerate() {
+        slices.push(cpu_slice::<F>(storage, layout, &format!("#{i}"))?);
+    }
+    Ok(f(&slices))
+}
+
+/// The storage of a kernel's output.
+pub(crate) fn storage<F: WithDType>(data: Vec<F>) -> CpuStorage {
+    F::to_cpu_storage_owned(data)
+}

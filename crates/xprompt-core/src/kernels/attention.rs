@@ -18,7 +18,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, matmul, slice, swap_middle_axes, tensor, Mat};
+use super::access::{
+    for_float, matmul, slice, storage, swap_middle_axes, tensor, with_slices, Mat,
+};
 use super::Real;
 
 /// `softmax(q·kᵀ/√d + mask)·v`.
@@ -350,10 +352,6 @@ impl MaskedAttention {
             swap_middle_axes(&dv, dims.b, g, l, d),
         )
     }
-
-    fn mask_data(&self) -> Option<Tensor> {
-        self.mask.clone()
-    }
 }
 
 /// Adds the mask to one row of scores and replaces it by its softmax; returns the row's
@@ -405,13 +403,10 @@ fn probabilities_row<T: Real>(row: &mut [T], bias: Option<&[T]>, lse: f64) {
 }
 
 /// Runs `f` on the mask's elements (or `None`).
-fn with_mask<T: Real, R>(mask: Option<Tensor>, f: impl FnOnce(Option<&[T]>) -> R) -> Result<R> {
+fn with_mask<T: Real, R>(mask: Option<&Tensor>, f: impl FnOnce(Option<&[T]>) -> R) -> Result<R> {
     match mask {
         None => Ok(f(None)),
-        Some(m) => {
-            let (storage, layout) = m.storage_and_layout();
-            Ok(f(Some(cpu_slice::<T>(&storage, layout, "mask")?)))
-        }
+        Some(m) => with_slices::<T, _>(&[m], |s| f(Some(s[0]))),
     }
 }
 
@@ -430,29 +425,17 @@ impl CustomOp3 for MaskedAttention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = Dims::of(l1.dims(), l2.dims(), l3.dims())?;
-        let shape = l1.shape().clone();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (q, k, v) = (
-                    slice::<$t>(s1, l1, "q")?,
-                    slice::<$t>(s2, l2, "k")?,
-                    slice::<$t>(s3, l3, "v")?,
-                );
-                let out = with_mask::<$t, _>(self.mask_data(), |m| self.forward(dims, q, k, v, m))?;
-                Ok((
-                    <$t as candle_core::WithDType>::to_cpu_storage_owned(out),
-                    shape,
-                ))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            other => bail!(
-                "masked attention supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        }
+        let out = for_float!(s1.dtype(), self.name(), |F| {
+            let (q, k, v) = (
+                slice::<F>(s1, l1, "q")?,
+                slice::<F>(s2, l2, "k")?,
+                slice::<F>(s3, l3, "v")?,
+            );
+            storage(with_mask::<F, _>(self.mask.as_ref(), |m| {
+                self.forward(dims, q, k, v, m)
+            })?)
+        });
+        Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
@@ -468,32 +451,17 @@ impl CustomOp3 for MaskedAttention {
         if lse.len() != dims.b * dims.h * dims.t {
             bail!("masked attention: backward without a matching forward");
         }
-        let tensors = [q, k, v, out, dout].map(|t| t.contiguous());
-        let [q, k, v, out, dout] = tensors;
-        let (q, k, v, out, dout) = (q?, k?, v?, out?, dout?);
-        let guards = [&q, &k, &v, &out, &dout].map(|t| t.storage_and_layout());
-        macro_rules! run {
-            ($t:ty) => {{
-                let names = ["q", "k", "v", "out", "dout"];
-                let mut data: Vec<&[$t]> = Vec::with_capacity(5);
-                for ((storage, layout), name) in guards.iter().zip(names) {
-                    data.push(cpu_slice::<$t>(storage, layout, name)?);
-                }
-                let (dq, dk, dv) = with_mask::<$t, _>(self.mask_data(), |m| {
-                    self.backward(dims, data[0], data[1], data[2], data[3], data[4], m, &lse)
-                })?;
-                (
-                    tensor(dq, q.shape())?,
-                    tensor(dk, k.shape())?,
-                    tensor(dv, v.shape())?,
-                )
-            }};
-        }
-        let (dq, dk, dv) = match q.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
-            other => bail!("masked attention supports f32 and f64, got {other:?}"),
-        };
-        Ok((Some(dq), Some(dk), Some(dv)))
+        for_float!(q.dtype(), self.name(), |F| {
+            let (dq, dk, dv) = with_slices::<F, _>(&[q, k, v, out, dout], |s| {
+                with_mask::<F, _>(self.mask.as_ref(), |m| {
+                    self.backward(dims, s[0], s[1], s[2], s[3], s[4], m, &lse)
+                })
+            })??;
+            Ok((
+                Some(tensor(dq, q.shape())?),
+                Some(tensor(dk, k.shape())?),
+                Some(tensor(dv, v.shape())?),
+            ))
+        })
     }
 }

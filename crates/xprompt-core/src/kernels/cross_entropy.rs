@@ -7,7 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, slice, tensor};
+use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
 /// `[ce + z_weight·z, ce, z]` where `ce = mean(lse − logit[target])` and `z = mean(lse²)`.
@@ -104,39 +104,19 @@ impl CustomOp1 for CrossEntropyZ {
         "xprompt-cross-entropy-z"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match storage {
-            CpuStorage::F32(_) => CpuStorage::F32(
-                self.forward(slice::<f32>(storage, layout, "logits")?)
-                    .to_vec(),
-            ),
-            CpuStorage::F64(_) => CpuStorage::F64(
-                self.forward(slice::<f64>(storage, layout, "logits")?)
-                    .to_vec(),
-            ),
-            other => bail!(
-                "cross_entropy_z supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        };
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = for_float!(s1.dtype(), self.name(), |F| storage(
+            self.forward(slice::<F>(s1, l1, "logits")?).to_vec()
+        ));
         Ok((out, Shape::from(3)))
     }
 
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let logits = logits.contiguous()?;
-        let (storage, layout) = logits.storage_and_layout();
         let grad = grad.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
-        let dlogits = match logits.dtype() {
-            candle_core::DType::F32 => tensor(
-                self.backward(cpu_slice::<f32>(&storage, layout, "logits")?, grad as f32)?,
-                logits.shape(),
-            )?,
-            candle_core::DType::F64 => tensor(
-                self.backward(cpu_slice::<f64>(&storage, layout, "logits")?, grad)?,
-                logits.shape(),
-            )?,
-            other => bail!("cross_entropy_z supports f32 and f64, got {other:?}"),
-        };
-        Ok(Some(dlogits))
+        for_float!(logits.dtype(), self.name(), |F| {
+            let g = <F as candle_core::WithDType>::from_f64(grad);
+            let dlogits = with_slices::<F, _>(&[logits], |s| self.backward(s[0], g))??;
+            Ok(Some(tensor(dlogits, logits.shape())?))
+        })
     }
 }

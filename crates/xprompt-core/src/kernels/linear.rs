@@ -14,7 +14,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, matmul_parallel, slice, tensor, Mat};
+use super::access::{for_float, matmul_parallel, slice, storage, tensor, with_slices, Mat};
 use super::Real;
 
 /// # Shapes
@@ -117,26 +117,13 @@ impl CustomOp2 for Linear {
         let rows = l1.shape().elem_count() / in_dim.max(1);
         let mut dims = l1.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out_dim;
-        let y = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward(
-                slice::<f32>(s1, l1, "x")?,
-                &weight_as::<f32>(s2, l2)?,
-                rows,
-                in_dim,
-                out_dim,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward(
-                slice::<f64>(s1, l1, "x")?,
-                &weight_as::<f64>(s2, l2)?,
-                rows,
-                in_dim,
-                out_dim,
-            )),
-            other => bail!(
-                "linear kernel supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        };
+        let y = for_float!(s1.dtype(), self.name(), |F| storage(forward(
+            slice::<F>(s1, l1, "x")?,
+            &weight_as::<F>(s2, l2)?,
+            rows,
+            in_dim,
+            out_dim
+        )));
         Ok((y, Shape::from(dims)))
     }
 
@@ -150,32 +137,20 @@ impl CustomOp2 for Linear {
         let (out_dim, in_dim) = w.dims2()?;
         let sizes = (x.elem_count() / in_dim.max(1), in_dim, out_dim);
         let want = (x.track_op(), w.track_op());
-        let (xc, wc, gc) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
-        let (xs, xl) = xc.storage_and_layout();
+        // The weight may be stored narrower than x: read it through `weight_as`.
+        let wc = w.contiguous()?;
         let (ws, wl) = wc.storage_and_layout();
-        let (gs, gl) = gc.storage_and_layout();
         let Storage::Cpu(w_cpu) = &*ws else {
             bail!("linear: weight is not on the CPU");
         };
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw) = backward(
-                    cpu_slice::<$t>(&xs, xl, "x")?,
-                    &weight_as::<$t>(w_cpu, wl)?,
-                    cpu_slice::<$t>(&gs, gl, "grad")?,
-                    sizes,
-                    want,
-                );
-                (
-                    dx.map(|d| tensor(d, x.shape())).transpose()?,
-                    dw.map(|d| tensor(d, w.shape())).transpose()?,
-                )
-            }};
-        }
-        Ok(match x.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            other => bail!("linear kernel supports f32 and f64, got {other:?}"),
+        for_float!(x.dtype(), self.name(), |F| {
+            let weight = weight_as::<F>(w_cpu, wl)?;
+            let (dx, dw) =
+                with_slices::<F, _>(&[x, g], |s| backward(s[0], &weight, s[1], sizes, want))?;
+            Ok((
+                dx.map(|d| tensor(d, x.shape())).transpose()?,
+                dw.map(|d| tensor(d, w.shape())).transpose()?,
+            ))
         })
     }
 }

@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, slice, tensor};
+use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
 /// Rows per parallel block: large enough to amortise scheduling, small enough to balance.
@@ -110,7 +110,8 @@ fn rms_backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>
     (dx, dw)
 }
 
-fn add_into<T: Real>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+/// Element-wise `a += b`, for reducing per-block weight gradients.
+pub(crate) fn add_into<T: Real>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
     for (a, b) in a.iter_mut().zip(b) {
         *a += b;
     }
@@ -129,21 +130,12 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        match s1 {
-            CpuStorage::F32(_) => {
-                let y = rms_forward(slice::<f32>(s1, l1, "x")?, slice(s2, l2, "w")?, self.eps);
-                Ok((CpuStorage::F32(y), shape))
-            }
-            CpuStorage::F64(_) => {
-                let y = rms_forward(slice::<f64>(s1, l1, "x")?, slice(s2, l2, "w")?, self.eps);
-                Ok((CpuStorage::F64(y), shape))
-            }
-            other => bail!(
-                "rms_norm kernel supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        }
+        let y = for_float!(s1.dtype(), self.name(), |F| storage(rms_forward(
+            slice::<F>(s1, l1, "x")?,
+            slice::<F>(s2, l2, "w")?,
+            self.eps
+        )));
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(
@@ -153,27 +145,11 @@ impl CustomOp2 for RmsNorm {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (x, w, g) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw) = rms_backward(
-                    cpu_slice::<$t>(&xs, xl, "x")?,
-                    cpu_slice::<$t>(&ws, wl, "w")?,
-                    cpu_slice::<$t>(&gs, gl, "grad")?,
-                    self.eps,
-                );
-                (tensor(dx, x.shape())?, tensor(dw, w.shape())?)
-            }};
-        }
-        let (dx, dw) = match x.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
-            other => bail!("rms_norm kernel supports f32 and f64, got {other:?}"),
-        };
-        Ok((Some(dx), Some(dw)))
+        for_float!(x.dtype(), self.name(), |F| {
+            let (dx, dw) =
+                with_slices::<F, _>(&[x, w, g], |s| rms_backward(s[0], s[1], s[2], self.eps))?;
+            Ok((Some(tensor(dx, x.shape())?), Some(tensor(dw, w.shape())?)))
+        })
     }
 }
 
@@ -192,6 +168,44 @@ pub(crate) fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
     (mean, T::one() / (var + eps).sqrt())
 }
 
+/// `y = (x − μ)/σ · w + b` for one row.
+pub(crate) fn layer_norm_row<T: Real>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: T) {
+    let (mean, r) = row_stats(x, eps);
+    for j in 0..x.len() {
+        y[j] = (x[j] - mean) * r * w[j] + b[j];
+    }
+}
+
+/// The backward of [`layer_norm_row`]: `g` holds the output gradient on entry and the input
+/// gradient on return; `dw`, `db` are accumulated. With `n = (x − μ)/σ` and `ĝ = g⊙w`:
+/// `db += g`, `dw += g⊙n`, `dx = (ĝ − mean(ĝ) − n·mean(ĝ⊙n))/σ`.
+pub(crate) fn layer_norm_row_backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    g: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    eps: T,
+) {
+    let d = x.len();
+    let n = T::from(d).unwrap_or_else(T::one);
+    let (mean, r) = row_stats(x, eps);
+    let (mut sum_g, mut sum_gn) = (T::zero(), T::zero());
+    for j in 0..d {
+        let normed = (x[j] - mean) * r;
+        dw[j] += g[j] * normed;
+        db[j] += g[j];
+        let gw = g[j] * w[j];
+        sum_g += gw;
+        sum_gn += gw * normed;
+    }
+    let (mean_g, mean_gn) = (sum_g / n, sum_gn / n);
+    for j in 0..d {
+        let normed = (x[j] - mean) * r;
+        g[j] = r * (g[j] * w[j] - mean_g - normed * mean_gn);
+    }
+}
+
 fn head_forward<T: Real>(x: &[T], w: &[T], b: &[T], d: usize, eps: f64) -> Vec<T> {
     let params = w.len();
     let eps = T::from(eps).unwrap_or_else(T::zero);
@@ -202,19 +216,15 @@ fn head_forward<T: Real>(x: &[T], w: &[T], b: &[T], d: usize, eps: f64) -> Vec<T
         .for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(params).zip(x.chunks(params)) {
                 for (hd, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
-                    let (mean, r) = row_stats(x, eps);
-                    let (w, b) = (&w[hd * d..(hd + 1) * d], &b[hd * d..(hd + 1) * d]);
-                    for i in 0..d {
-                        y[i] = (x[i] - mean) * r * w[i] + b[i];
-                    }
+                    let span = hd * d..(hd + 1) * d;
+                    layer_norm_row(x, &w[span.clone()], &b[span], y, eps);
                 }
             }
         });
     y
 }
 
-/// `(dx, dw, db)`: `db = Σ g`, `dw = Σ g⊙n`, `dx = r·(ĝ − mean(ĝ) − n·mean(ĝ⊙n))` with
-/// `ĝ = g⊙w`.
+/// `(dx, dw, db)` from the output gradient `g` (see [`layer_norm_row_backward`]).
 fn head_backward<T: Real>(
     x: &[T],
     w: &[T],
@@ -224,37 +234,23 @@ fn head_backward<T: Real>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let params = w.len();
     let eps = T::from(eps).unwrap_or_else(T::zero);
-    let n = T::from(d).unwrap_or_else(T::one);
-    let mut dx = vec![T::zero(); x.len()];
+    let mut dx = g.to_vec();
     let (dw, db) = dx
         .par_chunks_mut(params * BLOCK_ROWS)
         .zip(x.par_chunks(params * BLOCK_ROWS))
-        .zip(g.par_chunks(params * BLOCK_ROWS))
-        .map(|((dx, x), g)| {
+        .map(|(dx, x)| {
             let (mut dw, mut db) = (vec![T::zero(); params], vec![T::zero(); params]);
-            for ((dx, x), g) in dx
-                .chunks_mut(params)
-                .zip(x.chunks(params))
-                .zip(g.chunks(params))
-            {
+            for (dx, x) in dx.chunks_mut(params).zip(x.chunks(params)) {
                 for hd in 0..params / d {
                     let span = hd * d..(hd + 1) * d;
-                    let (x, g, dx) = (&x[span.clone()], &g[span.clone()], &mut dx[span.clone()]);
-                    let (mean, r) = row_stats(x, eps);
-                    let (mut sum_g, mut sum_gn) = (T::zero(), T::zero());
-                    for i in 0..d {
-                        let normed = (x[i] - mean) * r;
-                        let gw = g[i] * w[hd * d + i];
-                        dw[hd * d + i] += g[i] * normed;
-                        db[hd * d + i] += g[i];
-                        sum_g += gw;
-                        sum_gn += gw * normed;
-                    }
-                    let (mean_g, mean_gn) = (sum_g / n, sum_gn / n);
-                    for i in 0..d {
-                        let normed = (x[i] - mean) * r;
-                        dx[i] = r * (g[i] * w[hd * d + i] - mean_g - normed * mean_gn);
-                    }
+                    layer_norm_row_backward(
+                        &x[span.clone()],
+                        &w[span.clone()],
+                        &mut dx[span.clone()],
+                        &mut dw[span.clone()],
+                        &mut db[span],
+                        eps,
+                    );
                 }
             }
             (dw, db)
@@ -280,31 +276,15 @@ impl CustomOp3 for HeadLayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        let d = shape.dims().last().copied().unwrap_or(1);
-        macro_rules! run {
-            ($t:ty) => {{
-                let y = head_forward(
-                    slice::<$t>(s1, l1, "x")?,
-                    slice::<$t>(s2, l2, "w")?,
-                    slice::<$t>(s3, l3, "b")?,
-                    d,
-                    self.eps,
-                );
-                Ok((
-                    <$t as candle_core::WithDType>::to_cpu_storage_owned(y),
-                    shape,
-                ))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            other => bail!(
-                "head_layer_norm kernel supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        }
+        let d = l1.dims().last().copied().unwrap_or(1);
+        let y = for_float!(s1.dtype(), self.name(), |F| storage(head_forward(
+            slice::<F>(s1, l1, "x")?,
+            slice::<F>(s2, l2, "w")?,
+            slice::<F>(s3, l3, "b")?,
+            d,
+            self.eps
+        )));
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(
@@ -316,31 +296,14 @@ impl CustomOp3 for HeadLayerNorm {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = x.dim(candle_core::D::Minus1)?;
-        let (x, w, g) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw, db) = head_backward(
-                    cpu_slice::<$t>(&xs, xl, "x")?,
-                    cpu_slice::<$t>(&ws, wl, "w")?,
-                    cpu_slice::<$t>(&gs, gl, "grad")?,
-                    d,
-                    self.eps,
-                );
-                (
-                    tensor(dx, x.shape())?,
-                    tensor(dw, w.shape())?,
-                    tensor(db, b.shape())?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
-            other => bail!("head_layer_norm kernel supports f32 and f64, got {other:?}"),
-        };
-        Ok((Some(dx), Some(dw), Some(db)))
+        for_float!(x.dtype(), self.name(), |F| {
+            let (dx, dw, db) =
+                with_slices::<F, _>(&[x, w, g], |s| head_backward(s[0], s[1], s[2], d, self.eps))?;
+            Ok((
+                Some(tensor(dx, x.shape())?),
+                Some(tensor(dw, w.shape())?),
+                Some(tensor(db, b.shape())?),
+            ))
+        })
     }
 }

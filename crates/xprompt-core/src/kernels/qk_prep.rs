@@ -6,8 +6,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, slice, tensor};
-use super::norm::row_stats;
+use super::access::{for_float, slice, storage, tensor, with_slices};
+use super::norm::{add_into, layer_norm_row, layer_norm_row_backward};
 use super::Real;
 
 /// Rows (`(b, t, head)` triples) per parallel block.
@@ -100,12 +100,8 @@ fn forward<T: Real>(x: &[T], w: &[T], b: &[T], tables: &Tables<T>, eps: f64) -> 
         .for_each(|(block, (y, x))| {
             for (i, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
                 let row = block * BLOCK_ROWS + i;
-                let hd = row % heads;
-                let (mean, r) = row_stats(x, eps);
-                let (w, b) = (&w[hd * d..(hd + 1) * d], &b[hd * d..(hd + 1) * d]);
-                for j in 0..d {
-                    y[j] = (x[j] - mean) * r * w[j] + b[j];
-                }
+                let span = (row % heads) * d..(row % heads + 1) * d;
+                layer_norm_row(x, &w[span.clone()], &b[span], y, eps);
                 let (c, s) = tables.of(row);
                 rotate(y, c, s, T::one());
             }
@@ -124,7 +120,6 @@ fn backward<T: Real>(
     let (d, heads) = (2 * tables.half, tables.heads);
     let params = heads * d;
     let eps = T::from(eps).unwrap_or_else(T::zero);
-    let n = T::from(d).unwrap_or_else(T::one);
     let mut dx = vec![T::zero(); x.len()];
     let (dw, db) = dx
         .par_chunks_mut(d * BLOCK_ROWS)
@@ -141,43 +136,45 @@ fn backward<T: Real>(
                 .enumerate()
             {
                 let row = block * BLOCK_ROWS + i;
-                let hd = row % heads;
+                let span = (row % heads) * d..(row % heads + 1) * d;
                 // Gradient at the norm's output: rotate the incoming gradient back.
                 dx.copy_from_slice(g);
                 let (c, s) = tables.of(row);
                 rotate(dx, c, s, -T::one());
-                let (mean, r) = row_stats(x, eps);
-                let w = &w[hd * d..(hd + 1) * d];
-                let (mut sum_g, mut sum_gn) = (T::zero(), T::zero());
-                for j in 0..d {
-                    let normed = (x[j] - mean) * r;
-                    dw[hd * d + j] += dx[j] * normed;
-                    db[hd * d + j] += dx[j];
-                    let gw = dx[j] * w[j];
-                    sum_g += gw;
-                    sum_gn += gw * normed;
-                }
-                let (mean_g, mean_gn) = (sum_g / n, sum_gn / n);
-                for j in 0..d {
-                    let normed = (x[j] - mean) * r;
-                    dx[j] = r * (dx[j] * w[j] - mean_g - normed * mean_gn);
-                }
+                layer_norm_row_backward(
+                    x,
+                    &w[span.clone()],
+                    dx,
+                    &mut dw[span.clone()],
+                    &mut db[span],
+                    eps,
+                );
             }
             (dw, db)
         })
         .reduce(
             || (vec![T::zero(); params], vec![T::zero(); params]),
-            |(mut a, mut b), (c, d)| {
-                for (a, c) in a.iter_mut().zip(c) {
-                    *a += c;
-                }
-                for (b, d) in b.iter_mut().zip(d) {
-                    *b += d;
-                }
-                (a, b)
-            },
+            |(a, b), (c, d)| (add_into(a, c), add_into(b, d)),
         );
     (dx, dw, db)
+}
+
+impl NormRope {
+    /// The rope tables as `F` slices, for `f`.
+    fn with_tables<F: Real, R>(
+        &self,
+        dims: &[usize],
+        f: impl FnOnce(&Tables<F>) -> R,
+    ) -> Result<R> {
+        with_slices::<F, _>(&[&self.cos, &self.sin], |t| {
+            f(&Tables {
+                cos: t[0],
+                sin: t[1],
+                heads: dims[2],
+                half: dims[3] / 2,
+            })
+        })
+    }
 }
 
 impl CustomOp3 for NormRope {
@@ -194,32 +191,14 @@ impl CustomOp3 for NormRope {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.dims();
-        let (cs, cl) = self.cos.storage_and_layout();
-        let (ss, sl) = self.sin.storage_and_layout();
-        macro_rules! run {
-            ($t:ty) => {{
-                let tables = Tables {
-                    cos: cpu_slice::<$t>(&cs, cl, "cos")?,
-                    sin: cpu_slice::<$t>(&ss, sl, "sin")?,
-                    heads: dims[2],
-                    half: dims[3] / 2,
-                };
-                let y = forward(
-                    slice::<$t>(s1, l1, "x")?,
-                    slice::<$t>(s2, l2, "weight")?,
-                    slice::<$t>(s3, l3, "bias")?,
-                    &tables,
-                    self.eps,
-                );
-                <$t as candle_core::WithDType>::to_cpu_storage_owned(y)
-            }};
-        }
-        let y = match s1 {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            other => bail!("norm_rope supports f32 and f64, got {:?}", other.dtype()),
-        };
+        let y = for_float!(s1.dtype(), self.name(), |F| {
+            let (x, w, b) = (
+                slice::<F>(s1, l1, "x")?,
+                slice::<F>(s2, l2, "weight")?,
+                slice::<F>(s3, l3, "bias")?,
+            );
+            storage(self.with_tables::<F, _>(l1.dims(), |t| forward(x, w, b, t, self.eps))?)
+        });
         Ok((y, l1.shape().clone()))
     }
 
@@ -231,40 +210,15 @@ impl CustomOp3 for NormRope {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = x.dims().to_vec();
-        let (x, w, g) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        let (cs, cl) = self.cos.storage_and_layout();
-        let (ss, sl) = self.sin.storage_and_layout();
-        macro_rules! run {
-            ($t:ty) => {{
-                let tables = Tables {
-                    cos: cpu_slice::<$t>(&cs, cl, "cos")?,
-                    sin: cpu_slice::<$t>(&ss, sl, "sin")?,
-                    heads: dims[2],
-                    half: dims[3] / 2,
-                };
-                let (dx, dw, db) = backward(
-                    cpu_slice::<$t>(&xs, xl, "x")?,
-                    cpu_slice::<$t>(&ws, wl, "weight")?,
-                    cpu_slice::<$t>(&gs, gl, "grad")?,
-                    &tables,
-                    self.eps,
-                );
-                (
-                    tensor(dx, x.shape())?,
-                    tensor(dw, w.shape())?,
-                    tensor(db, b.shape())?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match x.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
-            other => bail!("norm_rope supports f32 and f64, got {other:?}"),
-        };
-        Ok((Some(dx), Some(dw), Some(db)))
+        for_float!(x.dtype(), self.name(), |F| {
+            let (dx, dw, db) = with_slices::<F, _>(&[x, w, g], |s| {
+                self.with_tables::<F, _>(x.dims(), |t| backward(s[0], s[1], s[2], t, self.eps))
+            })??;
+            Ok((
+                Some(tensor(dx, x.shape())?),
+                Some(tensor(dw, w.shape())?),
+                Some(tensor(db, b.shape())?),
+            ))
+        })
     }
 }

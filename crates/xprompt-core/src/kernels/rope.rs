@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, slice};
+use super::access::{for_float, slice, storage, with_slices};
 use super::Real;
 
 /// # Shapes
@@ -72,29 +72,14 @@ impl CustomOp1 for Rope {
         "xprompt-rope"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (cs, cl) = self.cos.storage_and_layout();
-        let (ss, sl) = self.sin.storage_and_layout();
-        let dims = layout.dims();
-        macro_rules! run {
-            ($t:ty) => {{
-                let y = self.rotate(
-                    slice::<$t>(storage, layout, "x")?,
-                    dims,
-                    cpu_slice::<$t>(&cs, cl, "cos")?,
-                    cpu_slice::<$t>(&ss, sl, "sin")?,
-                );
-                Ok((
-                    <$t as candle_core::WithDType>::to_cpu_storage_owned(y),
-                    layout.shape().clone(),
-                ))
-            }};
-        }
-        match storage {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            other => bail!("rope kernel supports f32 and f64, got {:?}", other.dtype()),
-        }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = for_float!(s1.dtype(), self.name(), |F| {
+            let x = slice::<F>(s1, l1, "x")?;
+            storage(with_slices::<F, _>(&[&self.cos, &self.sin], |t| {
+                self.rotate(x, l1.dims(), t[0], t[1])
+            })?)
+        });
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

@@ -5,7 +5,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::access::{cpu_slice, slice, tensor};
+use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
 /// Elements per parallel block.
@@ -74,21 +74,11 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        match s1 {
-            CpuStorage::F32(_) => Ok((
-                CpuStorage::F32(forward(slice::<f32>(s1, l1, "gate")?, slice(s2, l2, "up")?)),
-                shape,
-            )),
-            CpuStorage::F64(_) => Ok((
-                CpuStorage::F64(forward(slice::<f64>(s1, l1, "gate")?, slice(s2, l2, "up")?)),
-                shape,
-            )),
-            other => bail!(
-                "swiglu kernel supports f32 and f64, got {:?}",
-                other.dtype()
-            ),
-        }
+        let y = for_float!(s1.dtype(), self.name(), |F| storage(forward(
+            slice::<F>(s1, l1, "gate")?,
+            slice::<F>(s2, l2, "up")?
+        )));
+        Ok((y, l1.shape().clone()))
     }
 
     fn bwd(
@@ -98,25 +88,9 @@ impl CustomOp2 for SwiGlu {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (a, u, g) = (a.contiguous()?, u.contiguous()?, g.contiguous()?);
-        let (as_, al) = a.storage_and_layout();
-        let (us, ul) = u.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        macro_rules! run {
-            ($t:ty) => {{
-                let (da, du) = backward(
-                    cpu_slice::<$t>(&as_, al, "gate")?,
-                    cpu_slice::<$t>(&us, ul, "up")?,
-                    cpu_slice::<$t>(&gs, gl, "grad")?,
-                );
-                (tensor(da, a.shape())?, tensor(du, u.shape())?)
-            }};
-        }
-        let (da, du) = match a.dtype() {
-            candle_core::DType::F32 => run!(f32),
-            candle_core::DType::F64 => run!(f64),
-            other => bail!("swiglu kernel supports f32 and f64, got {other:?}"),
-        };
-        Ok((Some(da), Some(du)))
+        for_float!(a.dtype(), self.name(), |F| {
+            let (da, du) = with_slices::<F, _>(&[a, u, g], |s| backward(s[0], s[1], s[2]))?;
+            Ok((Some(tensor(da, a.shape())?), Some(tensor(du, u.shape())?)))
+        })
     }
 }
