@@ -190,6 +190,48 @@ log_every = 1
         ],
     );
     assert!(t.join("lora-answer.png").exists());
+    // Resuming the LoRA run: its checkpoint holds only the trained tensors, so the frozen base
+    // is loaded from model.from again before the checkpoint.
+    let ckpt = std::fs::read_dir(t.join("lora/checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        .expect("a LoRA checkpoint");
+    let stored = candle_core::safetensors::load(
+        ckpt.path().join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        stored
+            .keys()
+            .all(|k| k.contains("lora_") || k.contains("embed_tokens")),
+        "{:?}",
+        stored.keys().collect::<Vec<_>>()
+    );
+    std::fs::write(
+        t.join("lora_more.toml"),
+        format!(
+            "{}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"q_proj\", \"v_proj\"]\n",
+            ft_bf16.replace("steps = 2", "steps = 3")
+        ),
+    )
+    .unwrap();
+    let log = xprompt(
+        t,
+        &[
+            "train",
+            "--config",
+            "lora_more.toml",
+            "--out",
+            "lora",
+            "--resume",
+        ],
+    );
+    assert!(
+        log.contains("initialised") && log.contains("resumed") && log.contains("step 3/3"),
+        "{log}"
+    );
     std::fs::write(
         t.join("lora_bad.toml"),
         format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"qkv\"]\n"),
