@@ -37,6 +37,12 @@ pub struct TrainBenchArgs {
     /// Timed optimiser steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: u64,
+    /// Train LoRA adapters of this rank on q/k/v/o (plus the embedding) instead of everything.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// Storage dtype of the frozen weight matrices (`f32`, `bf16`, `f16`); with `--lora-rank`.
+    #[arg(long, default_value = "f32", requires = "lora_rank")]
+    pub frozen_dtype: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -420,6 +426,24 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
+    let plan = match a.lora_rank {
+        None => xprompt_train::params::ParamPlan::all(),
+        Some(rank) => xprompt_train::params::ParamPlan {
+            lora: Some(xprompt_core::model::lora::LoraSpec {
+                rank,
+                alpha: 2.0 * rank as f64,
+                targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                    .map(String::from)
+                    .to_vec(),
+            }),
+            train: None,
+            frozen_dtype: Some(
+                xprompt_train::experiment::parse_frozen_dtype(&a.frozen_dtype)
+                    .map_err(anyhow::Error::msg)?,
+            )
+            .filter(|d| *d != candle_core::DType::F32),
+        },
+    };
     let settings = TrainSettings {
         steps: a.steps + 1,
         batch_samples: a.batch_samples,
@@ -448,7 +472,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         sample,
         settings,
         AdamWConfig::default(),
-        &xprompt_train::params::ParamPlan::all(),
+        &plan,
     )?;
     t.train_step()?; // warm-up
     let (mut tokens, mut targets, mut rows, mut positions, mut secs) = (0, 0, 0, 0, 0f64);
@@ -465,7 +489,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"impl": "xprompt", "params": params, "tokens_per_step": tokens as f64 / a.steps as f64,
+            serde_json::json!({"impl": "xprompt", "params": params, "trained": plan.counts(&cfg).0, "tokens_per_step": tokens as f64 / a.steps as f64,
                 "targets_per_step": targets as f64 / a.steps as f64, "rows_per_step": rows as f64 / a.steps as f64,
                 "row_len": positions / rows.max(1), "context_len": a.context_len, "positions_per_s": positions as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
                 "peak_rss_mb": peak_rss_mb()})
