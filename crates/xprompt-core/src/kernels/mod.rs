@@ -1,6 +1,8 @@
 //! CPU training kernels: fused forward **and backward** passes for the ops whose plain-op
-//! autograd graphs dominate a training step — attention under an additive mask, RMSNorm, the
-//! per-head q/k LayerNorm, RoPE, SwiGLU and the cross-entropy + z-loss of training.
+//! autograd graphs dominate a training step — attention under an additive mask
+//! (`attention`), the q/k LayerNorm + RoPE (`qk_prep`), RMSNorm and per-head LayerNorm
+//! (`norm`), RoPE alone (`rope`), SwiGLU (`swiglu`), linear layers (`linear`) and the
+//! cross-entropy + z-loss of training (`cross_entropy`).
 //!
 //! Each kernel is a candle custom op whose `bwd` computes the exact gradient, so unlike
 //! candle's own fused kernels (which record no gradient) they can be used for training. They
