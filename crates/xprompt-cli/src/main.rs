@@ -72,11 +72,21 @@ fn restore_default_sigpipe() {
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let user_set = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
-        if !user_set {
-            // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        let user_set = std::env::vars_os().any(|(k, _)| {
+            let k = k.to_string_lossy();
+            k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES"
+        });
+        if user_set {
+            return;
+        }
+        // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+        unsafe {
+            // Older glibc caps the threshold at 32 MiB: fall back to that. Setting the trim
+            // threshold alone would turn off glibc's adaptive mmap threshold, so it is set only
+            // once the mmap threshold took.
+            let raised = libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) == 1
+                || libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1;
+            if raised {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
             }
         }

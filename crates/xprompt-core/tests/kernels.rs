@@ -242,6 +242,50 @@ fn attention_kernel_skips_hidden_keys_of_packed_rows_exactly() {
 }
 
 #[test]
+fn attention_kernel_reads_each_batch_row_its_own_packed_mask() {
+    // Two rows with different packings (different key spans per tile), > 64 queries each.
+    let masks = [
+        packed_mask(200, &[50, 90, 37]),
+        packed_mask(200, &[120, 70]),
+    ];
+    let m = Tensor::cat(&masks, 0).unwrap();
+    let m2 = m.clone();
+    let inputs = [
+        rand(&[2, 4, 200, 8], 11),
+        rand(&[2, 2, 200, 8], 12),
+        rand(&[2, 2, 200, 8], 13),
+    ];
+    assert_same(
+        &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
+        &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
+        &inputs,
+        "per-row packed attention",
+    );
+}
+
+#[test]
+fn kernels_refuse_empty_tensors_instead_of_panicking() {
+    let empty_q = Tensor::zeros((1, 0, 2, 4), DType::F32, &Device::Cpu).unwrap();
+    let k = rand(&[1, 3, 2, 4], 1);
+    let err = kernels::attention::masked_attention(&empty_q, &k, &k, None).unwrap_err();
+    assert!(err.to_string().contains("empty dimension"), "{err}");
+    let w = Tensor::zeros((4, 0), DType::F32, &Device::Cpu).unwrap();
+    let err = kernels::linear::linear(
+        &Tensor::zeros((2, 0), DType::F32, &Device::Cpu).unwrap(),
+        &w,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("empty dimension"), "{err}");
+    let err = kernels::norm::rms_norm(
+        &Tensor::zeros((0, 3), DType::F32, &Device::Cpu).unwrap(),
+        &rand(&[3], 3),
+        1e-5,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("empty dimension"), "{err}");
+}
+
+#[test]
 fn attention_kernel_matches_finite_differences() {
     let m = mask(2, 5, 6, 9).to_dtype(DType::F64).unwrap();
     let inputs = [

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -235,6 +236,9 @@ fn fused_update(s: &mut Slot, g: &Tensor, c: &AdamWConfig, k: &Moments) -> Resul
     Ok(true)
 }
 
+/// Elements per parallel block of the in-place passes.
+const PASS_BLOCK: usize = 64 * 1024;
+
 /// `m ← β·m + (1 − β)·(s·g)`, or with `(s·g)²` for the second moment.
 struct MomentPass {
     beta: f32,
@@ -282,10 +286,14 @@ impl InplaceOp2 for MomentPass {
     ) -> candle_core::Result<()> {
         let (m, g) = (f32_elems_mut(dst, dst_l)?, f32_elems(g, gl)?);
         let (beta, rest) = (self.beta, 1.0 - self.beta);
-        for (m, &g) in m.iter_mut().zip(g) {
-            let g = g * self.scale;
-            *m = *m * beta + if self.square { g * g } else { g } * rest;
-        }
+        m.par_chunks_mut(PASS_BLOCK)
+            .zip(g.par_chunks(PASS_BLOCK))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let g = g * self.scale;
+                    *m = *m * beta + if self.square { g * g } else { g } * rest;
+                }
+            });
         Ok(())
     }
 }
@@ -307,10 +315,14 @@ impl InplaceOp3 for WeightPass {
         let w = f32_elems_mut(dst, dst_l)?;
         let (m, v) = (f32_elems(m, ml)?, f32_elems(v, vl)?);
         let (bc1, bc2) = self.bias_correction;
-        for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
-            let update = (m / bc1) / ((v / bc2).sqrt() + self.eps);
-            *w = *w * self.keep - update * self.lr;
-        }
+        w.par_chunks_mut(PASS_BLOCK)
+            .zip(m.par_chunks(PASS_BLOCK).zip(v.par_chunks(PASS_BLOCK)))
+            .for_each(|(w, (m, v))| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    let update = (m / bc1) / ((v / bc2).sqrt() + self.eps);
+                    *w = *w * self.keep - update * self.lr;
+                }
+            });
         Ok(())
     }
 }

@@ -455,6 +455,14 @@ impl Trainer {
                 }
                 continue;
             };
+            // A frozen tensor stored in another dtype (an older checkpoint, or frozen_dtype
+            // changed since) is converted; a trained one must match exactly.
+            let frozen = !self.plan.is_trainable(name);
+            let t = if frozen && t.dtype() != var.dtype() {
+                &t.to_dtype(var.dtype()).map_err(|e| e.to_string())?
+            } else {
+                t
+            };
             if t.dims() != var.dims() || t.dtype() != var.dtype() {
                 return Err(format!(
                     "tensor {name} is {:?} {:?}, the model has {:?} {:?}",

@@ -225,3 +225,15 @@ pub(crate) fn with_slices<F: WithDType, R>(
 pub(crate) fn storage<F: WithDType>(data: Vec<F>) -> CpuStorage {
     F::to_cpu_storage_owned(data)
 }
+
+/// Refuses tensors with a zero-sized dimension: the kernels' row loops need non-empty rows,
+/// and no training tensor is empty.
+pub(crate) fn ensure_non_empty(what: &str, t: &Tensor) -> Result<()> {
+    if t.dims().contains(&0) {
+        bail!(
+            "{what}: tensor of shape {:?} has an empty dimension",
+            t.dims()
+        );
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{
     for_float, matmul, slice, storage, swap_middle_axes, tensor, with_slices, Mat,
 };
@@ -37,6 +38,9 @@ pub fn masked_attention(
     v: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    for (name, t) in [("attention q", q), ("attention k", k), ("attention v", v)] {
+        ensure_non_empty(name, t)?;
+    }
     let dims = Dims::of(q.dims(), k.dims(), v.dims())?;
     let mask = match mask {
         Some(m) => {
@@ -61,6 +65,7 @@ pub fn masked_attention(
         MaskedAttention {
             mask,
             lse: Mutex::new(Vec::new()),
+            spans: Mutex::new(None),
         },
     )
 }
@@ -207,6 +212,8 @@ struct MaskedAttention {
     /// Log-sum-exp of every query row's masked scores, `(B, H, T)`, left by the forward for
     /// the backward.
     lse: Mutex<Vec<f64>>,
+    /// The key spans of the mask, found by the forward and reused by the backward.
+    spans: Mutex<Option<std::sync::Arc<KeySpans>>>,
 }
 
 impl MaskedAttention {
@@ -221,7 +228,8 @@ impl MaskedAttention {
         let Dims { h, g, t, l, d, .. } = dims;
         let rep = dims.rep();
         let scale = dims.scale::<T>();
-        let spans = KeySpans::of(dims, mask);
+        let spans = std::sync::Arc::new(KeySpans::of(dims, mask));
+        *self.spans.lock().unwrap_or_else(|e| e.into_inner()) = Some(spans.clone());
         // Computed head-major, (B, H, T, D), then swapped into place.
         let mut out = vec![T::zero(); q.len()];
         let mut lse = vec![0f64; dims.b * h * t];
@@ -279,7 +287,8 @@ impl MaskedAttention {
         let Dims { h, g, t, l, d, .. } = dims;
         let rep = dims.rep();
         let scale = dims.scale::<T>();
-        let spans = KeySpans::of(dims, mask);
+        let saved = self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let spans = saved.unwrap_or_else(|| std::sync::Arc::new(KeySpans::of(dims, mask)));
         // Computed head-major, (B, H, T, D) and (B, G, L, D), then swapped into place.
         let mut dq = vec![T::zero(); q.len()];
         let mut dk = vec![T::zero(); k.len()];

@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
-/// `[ce + z_weight·z, ce, z]` where `ce = mean(lse − logit[target])` and `z = mean(lse²)`.
-/// Only the first element carries a gradient (the other two are for reporting).
+/// `[ce + z_weight·z, ce, z]` where `ce = mean(lse − logit[target])` and `z = mean(lse²)`;
+/// each element carries its gradient (training differentiates the first).
 ///
 /// # Shapes
 /// - `logits`: `(N, V)` f32/f64; `targets`: `(N,)` u32 with every id `< V`
@@ -74,26 +74,32 @@ impl CrossEntropyZ {
         [cast(ce + self.z_weight * z), cast(ce), cast(z)]
     }
 
-    /// `d total / d logits · g`: `(softmax − onehot)/N + w·2·lse·softmax/N`, times `g`.
-    fn backward<T: Real>(&self, logits: &[T], g: T) -> Result<Vec<T>> {
+    /// `g·d[total, ce, z]/d logits` with `d ce = (softmax − onehot)/N` and
+    /// `d z = 2·lse·softmax/N`: per row `softmax·((g_total + g_ce) + (w·g_total + g_z)·2·lse)/N
+    /// − onehot·(g_total + g_ce)/N`.
+    fn backward<T: Real>(&self, logits: &[T], g: [f64; 3]) -> Result<Vec<T>> {
         let n = self.targets.len();
         let lses = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if lses.len() != n {
             bail!("cross_entropy_z: backward without a matching forward");
         }
         let v = logits.len() / n;
-        let g = f64_of(g) / n as f64;
+        let n_rows = n as f64;
+        let (g_ce, g_z) = (
+            (g[0] + g[1]) / n_rows,
+            (self.z_weight * g[0] + g[2]) / n_rows,
+        );
         let mut grad = vec![T::zero(); logits.len()];
         grad.par_chunks_mut(v)
             .zip(logits.par_chunks(v).zip(self.targets.par_iter()))
             .zip(lses.par_iter())
             .for_each(|((out, (row, &t)), &l)| {
-                let factor = T::from(g * (1.0 + self.z_weight * 2.0 * l)).unwrap_or_else(T::nan);
+                let factor = T::from(g_ce + g_z * 2.0 * l).unwrap_or_else(T::nan);
                 let l = T::from(l).unwrap_or_else(T::nan);
                 for (o, &x) in out.iter_mut().zip(row) {
                     *o = factor * (x - l).exp();
                 }
-                out[t as usize] -= T::from(g).unwrap_or_else(T::nan);
+                out[t as usize] -= T::from(g_ce).unwrap_or_else(T::nan);
             });
         Ok(grad)
     }
@@ -112,10 +118,10 @@ impl CustomOp1 for CrossEntropyZ {
     }
 
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad = grad.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?[0];
+        let grad: Vec<f64> = grad.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+        let g = [grad[0], grad[1], grad[2]];
         for_float!(logits.dtype(), self.name(), |F| {
-            let g = <F as candle_core::WithDType>::from_f64(grad);
-            let dlogits = with_slices::<F, _>(&[logits], |s| self.backward(s[0], g))??;
+            let dlogits = with_slices::<F, _>(&[logits], |s| self.backward::<F>(s[0], g))??;
             Ok(Some(tensor(dlogits, logits.shape())?))
         })
     }

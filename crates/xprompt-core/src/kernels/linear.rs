@@ -14,12 +14,15 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{for_float, matmul_parallel, slice, storage, tensor, with_slices, Mat};
 use super::Real;
 
 /// # Shapes
 /// `x`: `(…, in)`, `weight`: `(out, in)` -> `(…, out)`
 pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    ensure_non_empty("linear input", x)?;
+    ensure_non_empty("linear weight", weight)?;
     let (out_dim, in_dim) = weight.dims2()?;
     if x.dim(candle_core::D::Minus1)? != in_dim {
         bail!(

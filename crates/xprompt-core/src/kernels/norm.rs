@@ -12,6 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
@@ -20,6 +21,7 @@ const BLOCK_ROWS: usize = 64;
 
 /// RMSNorm over the last axis of `x` with weight `w` of that axis' length.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    ensure_non_empty("rms_norm", x)?;
     let width = x.dim(candle_core::D::Minus1)?;
     if w.dims() != [width] {
         bail!(
@@ -34,6 +36,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 /// LayerNorm over the last axis (`head_dim`) of `x: (…, heads, head_dim)` with per-head
 /// weight and bias `(heads, head_dim)`.
 pub fn head_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    ensure_non_empty("head_layer_norm", x)?;
     let rank = x.rank();
     if rank < 2 || w.dims() != &x.dims()[rank - 2..] || b.dims() != w.dims() {
         bail!(

@@ -6,6 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::norm::{add_into, layer_norm_row, layer_norm_row_backward};
 use super::Real;
@@ -26,6 +27,7 @@ pub fn norm_rope(
     cos: &Tensor,
     sin: &Tensor,
 ) -> Result<Tensor> {
+    ensure_non_empty("norm_rope", x)?;
     let &[b, t, h, d] = x.dims() else {
         bail!(
             "norm_rope expects x of shape (B, T, H, D), got {:?}",

@@ -6,6 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{for_float, slice, storage, with_slices};
 use super::Real;
 
@@ -13,6 +14,7 @@ use super::Real;
 /// - `x`: `(B, H, T, D)`
 /// - `cos`, `sin`: `(B, T, D/2)`
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    ensure_non_empty("rope", x)?;
     let &[b, _, t, d] = x.dims() else {
         bail!("rope expects x of shape (B, H, T, D), got {:?}", x.dims());
     };

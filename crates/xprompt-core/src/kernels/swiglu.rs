@@ -5,6 +5,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::access::ensure_non_empty;
 use super::access::{for_float, slice, storage, tensor, with_slices};
 use super::Real;
 
@@ -13,6 +14,7 @@ const BLOCK: usize = 16 * 1024;
 
 /// `silu(gate) · up`, elementwise; both of the same shape.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    ensure_non_empty("swiglu", gate)?;
     if gate.dims() != up.dims() {
         bail!(
             "swiglu: gate {:?} and up {:?} differ in shape",
