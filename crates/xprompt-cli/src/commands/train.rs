@@ -109,7 +109,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         trained * 8.0 / 1e6,
         act / 1e6
     );
-    let needed = weight_bytes + trained * 12.0 + act;
+    // Half-precision frozen matrices are widened to f32 one product at a time.
+    let widened = if plan.frozen_dtype.is_some() {
+        cfg.parameter_shapes(plan.lora.as_ref())
+            .iter()
+            .filter(|(n, _)| plan.storage_dtype(n) != candle_core::DType::F32)
+            .map(|(_, s)| s.iter().product::<usize>() as f64 * 4.0)
+            .fold(0.0, f64::max)
+    } else {
+        0.0
+    };
+    let needed = weight_bytes + widened + trained * 12.0 + act;
     let budget = match a.max_memory_gb {
         Some(gb) => gb * 1e9,
         None => available_memory_bytes().unwrap_or(f64::INFINITY),
@@ -148,7 +158,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let needs_base = ckpts.is_empty() || freezes;
     if let (Some(p), true) = (&pretrained, needs_base) {
         let n = xprompt_train::pretrained::load_pretrained(&trainer.varmap, &p.dir, p.base_vocab)?;
-        let xp_note = if p.base_vocab < cfg.vocab_size {
+        let xp_note = if !ckpts.is_empty() {
+            "the frozen base; the checkpoint supplies the trained tensors"
+        } else if p.base_vocab < cfg.vocab_size {
             "new X-Prompt rows = mean embedding"
         } else {
             "continuing its X-Prompt rows"
