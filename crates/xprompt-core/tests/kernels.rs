@@ -225,42 +225,34 @@ fn attention_kernel_matches_plain_attention_with_gqa_masks_and_cache() {
 
 #[test]
 fn attention_kernel_skips_hidden_keys_of_packed_rows_exactly() {
-    // 200 positions = 4 query tiles; segment borders fall inside tiles.
-    let m = packed_mask(200, &[50, 90, 37]);
-    let m2 = m.clone();
-    let inputs = [
-        rand(&[2, 4, 200, 8], 1),
-        rand(&[2, 2, 200, 8], 2),
-        rand(&[2, 2, 200, 8], 3),
-    ];
-    assert_same(
-        &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
-        &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
-        &inputs,
-        "packed attention",
-    );
-}
-
-#[test]
-fn attention_kernel_reads_each_batch_row_its_own_packed_mask() {
-    // Two rows with different packings (different key spans per tile), > 64 queries each.
-    let masks = [
-        packed_mask(200, &[50, 90, 37]),
-        packed_mask(200, &[120, 70]),
-    ];
-    let m = Tensor::cat(&masks, 0).unwrap();
-    let m2 = m.clone();
-    let inputs = [
-        rand(&[2, 4, 200, 8], 11),
-        rand(&[2, 2, 200, 8], 12),
-        rand(&[2, 2, 200, 8], 13),
-    ];
-    assert_same(
-        &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
-        &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
-        &inputs,
-        "per-row packed attention",
-    );
+    // 200 positions = 4 query tiles; segment borders fall inside tiles. One mask shared by
+    // both rows, then each row with its own packing (different key spans per tile).
+    let shared = packed_mask(200, &[50, 90, 37]);
+    let per_row = Tensor::cat(
+        &[
+            packed_mask(200, &[50, 90, 37]),
+            packed_mask(200, &[120, 70]),
+        ],
+        0,
+    )
+    .unwrap();
+    for (m, what) in [
+        (shared, "shared packed mask"),
+        (per_row, "per-row packed masks"),
+    ] {
+        let m2 = m.clone();
+        let inputs = [
+            rand(&[2, 4, 200, 8], 1),
+            rand(&[2, 2, 200, 8], 2),
+            rand(&[2, 2, 200, 8], 3),
+        ];
+        assert_same(
+            &|x| masked_attention(&x[0], &x[1], &x[2], Some(&m)),
+            &|x| reference_attention(&x[0], &x[1], &x[2], &m2),
+            &inputs,
+            what,
+        );
+    }
 }
 
 #[test]
