@@ -297,6 +297,19 @@ fn every_parameter_including_xprompt_rows_gets_a_gradient() {
     }
 }
 
+/// LoRA rank 2 (alpha 4) on `targets`, with the frozen matrices stored in `frozen_dtype`.
+fn lora_plan(targets: &[&str], frozen_dtype: Option<candle_core::DType>) -> ParamPlan {
+    ParamPlan {
+        lora: Some(LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+        }),
+        train: None,
+        frozen_dtype,
+    }
+}
+
 /// Logits of a fixed short sequence.
 fn logits_of(m: &ChameleonModel) -> Vec<f32> {
     let dev = candle_core::Device::Cpu;
@@ -334,15 +347,7 @@ fn snapshot(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
 #[test]
 fn lora_and_partial_plans_train_only_their_parameters_and_lora_exports_merged() {
     let (cfg, _) = setup();
-    let lora = ParamPlan {
-        lora: Some(LoraSpec {
-            rank: 2,
-            alpha: 4.0,
-            targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
-        }),
-        train: None,
-        frozen_dtype: None,
-    };
+    let lora = lora_plan(&["q_proj", "v_proj", "down_proj"], None);
     let partial = ParamPlan {
         lora: None,
         train: Some(vec!["layers.1.mlp".into(), "embed_tokens".into()]),
@@ -398,15 +403,7 @@ fn lora_and_partial_plans_train_only_their_parameters_and_lora_exports_merged() 
 #[test]
 fn lora_with_a_bf16_frozen_base_trains_and_exports() {
     let (cfg, _) = setup();
-    let plan = ParamPlan {
-        lora: Some(LoraSpec {
-            rank: 2,
-            alpha: 4.0,
-            targets: vec!["q_proj".into(), "down_proj".into()],
-        }),
-        train: None,
-        frozen_dtype: Some(candle_core::DType::BF16),
-    };
+    let plan = lora_plan(&["q_proj", "down_proj"], Some(candle_core::DType::BF16));
     // The plan counts the frozen matrices at 2 bytes.
     let f32_plan = ParamPlan {
         frozen_dtype: None,
@@ -464,15 +461,7 @@ fn lora_with_a_bf16_frozen_base_trains_and_exports() {
 
 #[test]
 fn lora_checkpoints_hold_only_trained_tensors_and_resume_exactly() {
-    let plan = ParamPlan {
-        lora: Some(LoraSpec {
-            rank: 2,
-            alpha: 4.0,
-            targets: vec!["q_proj".into(), "v_proj".into()],
-        }),
-        train: None,
-        frozen_dtype: Some(candle_core::DType::BF16),
-    };
+    let plan = lora_plan(&["q_proj", "v_proj"], Some(candle_core::DType::BF16));
     let tmp = tempfile::tempdir().unwrap();
     let mut full = trainer_with(8, &plan);
     for _ in 0..8 {
@@ -510,14 +499,10 @@ fn lora_checkpoints_hold_only_trained_tensors_and_resume_exactly() {
         "{err}"
     );
     // Nor can a LoRA run on other layers, whose trained tensors are not all there.
-    let other = ParamPlan {
-        lora: Some(LoraSpec {
-            rank: 2,
-            alpha: 4.0,
-            targets: vec!["q_proj".into(), "v_proj".into(), "o_proj".into()],
-        }),
-        ..plan.clone()
-    };
+    let other = lora_plan(
+        &["q_proj", "v_proj", "o_proj"],
+        Some(candle_core::DType::BF16),
+    );
     let err = trainer_with(8, &other)
         .load_checkpoint(&ck)
         .unwrap_err()

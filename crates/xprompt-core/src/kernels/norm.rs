@@ -114,7 +114,7 @@ fn rms_backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>
 }
 
 /// Element-wise `a += b`, for reducing per-block weight gradients.
-pub(crate) fn add_into<T: Real>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+fn add_into<T: Real>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
     for (a, b) in a.iter_mut().zip(b) {
         *a += b;
     }
@@ -161,7 +161,7 @@ struct HeadLayerNorm {
 }
 
 /// Mean and 1/std of one row.
-pub(crate) fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
+fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
     let n = T::from(x.len()).unwrap_or_else(T::one);
     let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
     let var = x
@@ -172,7 +172,7 @@ pub(crate) fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
 }
 
 /// `y = (x − μ)/σ · w + b` for one row.
-pub(crate) fn layer_norm_row<T: Real>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: T) {
+fn layer_norm_row<T: Real>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: T) {
     let (mean, r) = row_stats(x, eps);
     for j in 0..x.len() {
         y[j] = (x[j] - mean) * r * w[j] + b[j];
@@ -182,7 +182,7 @@ pub(crate) fn layer_norm_row<T: Real>(x: &[T], w: &[T], b: &[T], y: &mut [T], ep
 /// The backward of [`layer_norm_row`]: `g` holds the output gradient on entry and the input
 /// gradient on return; `dw`, `db` are accumulated. With `n = (x − μ)/σ` and `ĝ = g⊙w`:
 /// `db += g`, `dw += g⊙n`, `dx = (ĝ − mean(ĝ) − n·mean(ĝ⊙n))/σ`.
-pub(crate) fn layer_norm_row_backward<T: Real>(
+fn layer_norm_row_backward<T: Real>(
     x: &[T],
     w: &[T],
     g: &mut [T],
@@ -209,7 +209,7 @@ pub(crate) fn layer_norm_row_backward<T: Real>(
     }
 }
 
-fn head_forward<T: Real>(x: &[T], w: &[T], b: &[T], d: usize, eps: f64) -> Vec<T> {
+pub(crate) fn head_forward<T: Real>(x: &[T], w: &[T], b: &[T], d: usize, eps: f64) -> Vec<T> {
     let params = w.len();
     let eps = T::from(eps).unwrap_or_else(T::zero);
     let mut y = vec![T::zero(); x.len()];
@@ -228,7 +228,7 @@ fn head_forward<T: Real>(x: &[T], w: &[T], b: &[T], d: usize, eps: f64) -> Vec<T
 }
 
 /// `(dx, dw, db)` from the output gradient `g` (see [`layer_norm_row_backward`]).
-fn head_backward<T: Real>(
+pub(crate) fn head_backward<T: Real>(
     x: &[T],
     w: &[T],
     g: &[T],

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::access::ensure_non_empty;
 use super::access::{for_float, slice, storage, tensor, with_slices};
-use super::norm::{add_into, layer_norm_row, layer_norm_row_backward};
+use super::norm::{head_backward, head_forward};
 use super::Real;
 
 /// Rows (`(b, t, head)` triples) per parallel block.
@@ -92,26 +92,27 @@ impl<'a, T> Tables<'a, T> {
     }
 }
 
-fn forward<T: Real>(x: &[T], w: &[T], b: &[T], tables: &Tables<T>, eps: f64) -> Vec<T> {
-    let (d, heads) = (2 * tables.half, tables.heads);
-    let eps = T::from(eps).unwrap_or_else(T::zero);
-    let mut y = vec![T::zero(); x.len()];
+/// Rotates every head row of `y` in place by its position's angle (`sign` −1: back).
+fn rotate_rows<T: Real>(y: &mut [T], tables: &Tables<T>, sign: T) {
+    let d = 2 * tables.half;
     y.par_chunks_mut(d * BLOCK_ROWS)
-        .zip(x.par_chunks(d * BLOCK_ROWS))
         .enumerate()
-        .for_each(|(block, (y, x))| {
-            for (i, (y, x)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
-                let row = block * BLOCK_ROWS + i;
-                let span = (row % heads) * d..(row % heads + 1) * d;
-                layer_norm_row(x, &w[span.clone()], &b[span], y, eps);
-                let (c, s) = tables.of(row);
-                rotate(y, c, s, T::one());
+        .for_each(|(block, y)| {
+            for (i, y) in y.chunks_mut(d).enumerate() {
+                let (c, s) = tables.of(block * BLOCK_ROWS + i);
+                rotate(y, c, s, sign);
             }
         });
+}
+
+/// The per-head LayerNorm of `norm`, then the rotation.
+fn forward<T: Real>(x: &[T], w: &[T], b: &[T], tables: &Tables<T>, eps: f64) -> Vec<T> {
+    let mut y = head_forward(x, w, b, 2 * tables.half, eps);
+    rotate_rows(&mut y, tables, T::one());
     y
 }
 
-/// `(dx, dw, db)` from the output gradient `g`.
+/// `(dx, dw, db)`: the gradient rotated back, then the per-head LayerNorm backward of `norm`.
 fn backward<T: Real>(
     x: &[T],
     w: &[T],
@@ -119,46 +120,9 @@ fn backward<T: Real>(
     tables: &Tables<T>,
     eps: f64,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let (d, heads) = (2 * tables.half, tables.heads);
-    let params = heads * d;
-    let eps = T::from(eps).unwrap_or_else(T::zero);
-    let mut dx = vec![T::zero(); x.len()];
-    let (dw, db) = dx
-        .par_chunks_mut(d * BLOCK_ROWS)
-        .zip(
-            x.par_chunks(d * BLOCK_ROWS)
-                .zip(g.par_chunks(d * BLOCK_ROWS)),
-        )
-        .enumerate()
-        .map(|(block, (dx, (x, g)))| {
-            let (mut dw, mut db) = (vec![T::zero(); params], vec![T::zero(); params]);
-            for (i, (dx, (x, g))) in dx
-                .chunks_mut(d)
-                .zip(x.chunks(d).zip(g.chunks(d)))
-                .enumerate()
-            {
-                let row = block * BLOCK_ROWS + i;
-                let span = (row % heads) * d..(row % heads + 1) * d;
-                // Gradient at the norm's output: rotate the incoming gradient back.
-                dx.copy_from_slice(g);
-                let (c, s) = tables.of(row);
-                rotate(dx, c, s, -T::one());
-                layer_norm_row_backward(
-                    x,
-                    &w[span.clone()],
-                    dx,
-                    &mut dw[span.clone()],
-                    &mut db[span],
-                    eps,
-                );
-            }
-            (dw, db)
-        })
-        .reduce(
-            || (vec![T::zero(); params], vec![T::zero(); params]),
-            |(a, b), (c, d)| (add_into(a, c), add_into(b, d)),
-        );
-    (dx, dw, db)
+    let mut g = g.to_vec();
+    rotate_rows(&mut g, tables, -T::one());
+    head_backward(x, w, &g, 2 * tables.half, eps)
 }
 
 impl NormRope {
