@@ -47,6 +47,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a model on a task suite (paper-shaped reports).
     Eval(commands::eval::EvalArgs),
+    /// In-context evaluation on held-out procedural transform types (example-only).
+    EvalIcl(commands::eval_icl::EvalIclArgs),
     /// Run the bundled default model on its demo set; writes PNGs and index.html.
     Demo(commands::demo::DemoArgs),
     /// Copy a trained model directory for shipping (f16 weights, logits checked).
@@ -136,6 +138,7 @@ fn main() {
         Command::Pretokenize(a) => commands::pretokenize::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::EvalIcl(a) => commands::eval_icl::run(a),
         Command::Demo(a) => commands::demo::run(a),
         Command::Export(a) => commands::export::run(a),
         // <dispatch: add new match arms above this line>

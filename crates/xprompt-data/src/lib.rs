@@ -17,6 +17,7 @@ pub mod fonts;
 pub mod img;
 pub mod manifest;
 pub mod palette;
+pub mod procedural;
 pub mod render3d;
 pub mod sources;
 pub mod tasks;

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod error;
 pub mod harness;
+pub mod icl;
 pub mod metrics;
 pub mod report;
 pub mod runner;

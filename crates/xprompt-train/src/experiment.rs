@@ -38,6 +38,7 @@ use xprompt_generate::incontext::Answer;
 
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
+use crate::procedural::{ProceduralConfig, ProceduralSource, GENERIC_INSTRUCTION};
 use crate::sample::{SampleConfig, TaskItem};
 use crate::text_tokenizer::train_tokenizer;
 use crate::trainer::{PromptContext, TrainSettings};
@@ -136,6 +137,9 @@ pub struct Experiment {
     /// LoRA adapters (fine-tuning only): `rank`, `alpha`, `targets`.
     #[serde(default)]
     pub lora: Option<xprompt_core::model::lora::LoraSpec>,
+    /// Procedural in-context tasks drawn per sample (see `procedural::ProceduralConfig`).
+    #[serde(default)]
+    pub procedural: Option<ProceduralConfig>,
 }
 
 impl Experiment {
@@ -165,6 +169,7 @@ impl Experiment {
         for p in [&mut e.data.manifest, &mut e.data.store, &mut e.data.vqgan]
             .into_iter()
             .chain(e.model.from.as_mut())
+            .chain(e.procedural.as_mut().map(|p| &mut p.suite))
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -209,6 +214,17 @@ impl Experiment {
                 return Err(bad(
                     "[lora] adapts a pretrained model: set model.from (or drop [lora] to train from scratch)".into(),
                 ));
+            }
+        }
+        if let Some(p) = &e.procedural {
+            p.validate().map_err(&bad)?;
+        }
+        for (name, v) in [
+            ("p_no_instruction", e.sample.p_no_instruction),
+            ("p_causal", e.sample.p_causal),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(format!("sample.{name} = {v} must be in [0, 1]")));
             }
         }
         if e.model.train.as_ref().is_some_and(|t| t.is_empty()) {
@@ -308,13 +324,40 @@ pub fn load_data(e: &Experiment) -> Result<LoadedData> {
             skipped.first().map(String::as_str).unwrap_or("none")
         )));
     }
-    texts.extend(["What changed between these images?", "Describe the image."].map(String::from));
+    texts.extend(
+        [
+            "What changed between these images?",
+            "Describe the image.",
+            GENERIC_INSTRUCTION,
+        ]
+        .map(String::from),
+    );
     Ok(LoadedData {
         train,
         val,
         skipped,
         texts,
     })
+}
+
+/// The procedural source of a run with a `[procedural]` section: base images from the suite's
+/// train and val splits (held-out tasks excluded), encoded by the run's VQGAN.
+pub fn procedural_source(e: &Experiment) -> Result<Option<ProceduralSource>> {
+    let Some(cfg) = &e.procedural else {
+        return Ok(None);
+    };
+    use xprompt_data::manifest::{Split, Suite};
+    let suite = Suite::open(&cfg.suite).map_err(|err| {
+        TrainError::Data(format!("procedural.suite {}: {err}", cfg.suite.display()))
+    })?;
+    let pool = |split| {
+        xprompt_data::procedural::pool::from_suite(&suite, split, cfg.pool_images)
+            .map_err(|err| TrainError::Data(format!("procedural.suite: {err}")))
+    };
+    let (train, val) = (pool(Split::Train)?, pool(Split::Val)?);
+    let vqgan = xprompt_vqgan::load_dir(&e.data.vqgan, &candle_core::Device::Cpu)
+        .map_err(|err| TrainError::Data(format!("{}: {err}", e.data.vqgan.display())))?;
+    Ok(Some(ProceduralSource::new(vqgan, train, val, cfg.clone())?))
 }
 
 /// A checkpoint to start from: its directory and its vocabulary size before the X-Prompt rows.

@@ -9,6 +9,7 @@
 //! - [`plot`] — the loss-curve PNG
 //! - [`params`] — which parameters train: all, name patterns, or LoRA adapters
 //! - [`pretrained`] — starting from a real Chameleon / Lumina checkpoint (X-Prompt rows appended)
+//! - [`procedural`] — fresh procedural in-context tasks per sample, and the ICL-metric probes
 //! - [`retrieval`] — RAIE neighbours (nearest instructions) as training examples
 //! - [`trainer`] — the resumable training loop and its checkpoints
 
@@ -20,6 +21,7 @@ pub mod packing;
 pub mod params;
 pub mod plot;
 pub mod pretrained;
+pub mod procedural;
 pub mod retrieval;
 pub mod sample;
 pub mod text_tokenizer;

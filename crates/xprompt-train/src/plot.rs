@@ -1,5 +1,7 @@
 //! A dependency-free loss-curve PNG: training CE (blue) and validation CE (red) against steps,
-//! on a log-scaled y axis with light grid lines at each power of ten.
+//! on a log-scaled y axis with light grid lines at each power of ten; below it, when the run
+//! measures it, the ICL gap (nats per answer token; X-Prompt mask green, causal mask orange)
+//! on a linear axis with the zero line in grey.
 
 use std::path::Path;
 
@@ -10,10 +12,21 @@ use crate::error::{Result, TrainError};
 const W: u32 = 720;
 const H: u32 = 360;
 const MARGIN: u32 = 30;
+/// Height of the ICL-gap panel.
+const GAP_H: u32 = 220;
 
-/// Draws `train` and `val` `(step, loss)` series to `path`.
-pub fn loss_curve(train: &[(u64, f32)], val: &[(u64, f32)], path: &Path) -> Result<()> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+/// A series of the ICL-gap panel: `(step, gap with the X-Prompt mask, gap with the causal mask)`.
+pub type GapPoint = (u64, f32, f32);
+
+/// Draws `train` and `val` `(step, loss)` series, and the `gaps` panel when not empty, to `path`.
+pub fn loss_curve(
+    train: &[(u64, f32)],
+    val: &[(u64, f32)],
+    gaps: &[GapPoint],
+    path: &Path,
+) -> Result<()> {
+    let height = if gaps.is_empty() { H } else { H + GAP_H };
+    let mut img = RgbImage::from_pixel(W, height, Rgb([255, 255, 255]));
     let all: Vec<&(u64, f32)> = train
         .iter()
         .chain(val)
@@ -80,12 +93,62 @@ pub fn loss_curve(train: &[(u64, f32)], val: &[(u64, f32)], path: &Path) -> Resu
             }
         }
     }
+    if !gaps.is_empty() {
+        gap_panel(&mut img, gaps, max_step);
+    }
     img.save(path)
         .map_err(|e| TrainError::Data(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The ICL-gap panel under the loss plot, sharing its step axis.
+fn gap_panel(img: &mut RgbImage, gaps: &[GapPoint], max_step: f32) {
+    let finite = gaps
+        .iter()
+        .flat_map(|&(_, a, b)| [a, b])
+        .filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((0f32, 0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let hi = if hi - lo < 1e-3 { lo + 1e-3 } else { hi };
+    let (top, bottom) = (H + MARGIN / 2, H + GAP_H - MARGIN);
+    let pw = (W - 2 * MARGIN) as f32;
+    let to_px = |s: u64, v: f32| -> (i64, i64) {
+        let x = MARGIN as f32 + s as f32 / max_step * pw;
+        let y = top as f32 + (hi - v) / (hi - lo) * (bottom - top) as f32;
+        (x as i64, y as i64)
+    };
+    let zero = to_px(0, 0.0).1;
+    line(
+        img,
+        (MARGIN as i64, zero),
+        ((W - MARGIN) as i64, zero),
+        Rgb([160, 160, 160]),
+    );
+    line(
+        img,
+        (MARGIN as i64, top as i64),
+        (MARGIN as i64, bottom as i64),
+        Rgb([0, 0, 0]),
+    );
+    for (pick, colour) in [(0usize, Rgb([30, 150, 60])), (1, Rgb([230, 130, 20]))] {
+        let pts: Vec<(i64, i64)> = gaps
+            .iter()
+            .map(|&(s, a, b)| (s, if pick == 0 { a } else { b }))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(s, v)| to_px(s, v))
+            .collect();
+        for w in pts.windows(2) {
+            line(img, w[0], w[1], colour);
+        }
+        for &p in &pts {
+            for d in -1..=1 {
+                put(img, p.0 + d, p.1, colour);
+                put(img, p.0, p.1 + d, colour);
+            }
+        }
+    }
+}
+
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < W && (y as u32) < H {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
         img.put_pixel(x as u32, y as u32, c);
     }
 }

@@ -51,6 +51,12 @@ pub struct SampleConfig {
     /// Family whose items get retrieval neighbours, and how many.
     pub retrieval_family: String,
     pub retrieval_k: usize,
+    /// Probability that an in-context sample drops its task instruction from the examples and
+    /// the query (example-only prompting: the task must be read from the examples).
+    pub p_no_instruction: f64,
+    /// Probability that an in-context sample uses the causal mask instead of `mode`, so one
+    /// model answers under both masks.
+    pub p_causal: f64,
 }
 
 impl Default for SampleConfig {
@@ -65,6 +71,20 @@ impl Default for SampleConfig {
             p_retrieved: 0.0,
             retrieval_family: "editing".into(),
             retrieval_k: 4,
+            p_no_instruction: 0.0,
+            p_causal: 0.0,
+        }
+    }
+}
+
+impl SampleConfig {
+    /// The mask of an in-context sample: `mode`, or causal with probability `p_causal` (drawn
+    /// only when enabled, so runs without it keep their sample stream).
+    pub fn in_context_mode(&self, rng: &mut ChaCha8Rng) -> PromptMode {
+        if self.p_causal > 0.0 && rng.random::<f64>() < self.p_causal {
+            PromptMode::Causal
+        } else {
+            self.mode
         }
     }
 }
@@ -216,9 +236,13 @@ impl<'a> SampleBuilder<'a> {
         let mode = if zero_shot {
             PromptMode::ZeroShot
         } else {
-            self.config.mode
+            self.config.in_context_mode(rng)
         };
-        let examples: Vec<Example> = if zero_shot {
+        // Drawn only when enabled, so runs without it keep their sample stream.
+        let drop_instruction = !zero_shot
+            && self.config.p_no_instruction > 0.0
+            && rng.random::<f64>() < self.config.p_no_instruction;
+        let mut examples: Vec<Example> = if zero_shot {
             Vec::new()
         } else {
             (0..self.config.shots)
@@ -233,7 +257,11 @@ impl<'a> SampleBuilder<'a> {
                 })
                 .collect()
         };
-        let (instruction, images, answer) = Self::view(it, variant);
+        let (mut instruction, images, answer) = Self::view(it, variant);
+        if drop_instruction && !images.is_empty() {
+            instruction = None;
+            examples.iter_mut().for_each(|e| e.instruction = None);
+        }
         let layout = builder.full(
             &examples,
             &Query {

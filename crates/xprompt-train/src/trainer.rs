@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xprompt_core::config::ChameleonConfig;
@@ -26,13 +26,14 @@ use xprompt_core::ops::OpsMode;
 use xprompt_core::sequence::ImageFormat;
 use xprompt_core::tokenizer::TextTokenizer;
 use xprompt_core::vocab::Vocabulary;
-use xprompt_generate::incontext::PromptBuilder;
+use xprompt_generate::incontext::{PromptBuilder, PromptMode};
 
 use crate::error::{Result, TrainError};
 use crate::loss::loss;
 use crate::optim::{learning_rate, AdamW, AdamWConfig};
 use crate::packing::pack;
 use crate::params::ParamPlan;
+use crate::procedural::{build_sample, IclProbe, ProceduralSource};
 use crate::sample::{Sample, SampleBuilder, SampleConfig, TaskItem};
 
 /// The `[train]` section of the experiment config.
@@ -101,6 +102,32 @@ pub struct StepMetrics {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_ce: Option<f32>,
+    /// The in-context metric at validation steps (runs with procedural probes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub icl: Option<IclMetrics>,
+}
+
+/// The in-context metric: answer cross-entropy (nats per answer token) on fixed validation
+/// probes given their own task's example (`right`) and another task's example (`wrong`), under
+/// the X-Prompt mask and the causal mask. A positive gap means the answer uses the example.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct IclMetrics {
+    pub right_xprompt: f32,
+    pub wrong_xprompt: f32,
+    pub gap_xprompt: f32,
+    pub right_causal: f32,
+    pub wrong_causal: f32,
+    pub gap_causal: f32,
+}
+
+impl IclMetrics {
+    /// The gap of the mask a run trains with (checkpoint selection).
+    pub fn gap(&self, mode: PromptMode) -> f32 {
+        match mode {
+            PromptMode::Causal => self.gap_causal,
+            _ => self.gap_xprompt,
+        }
+    }
 }
 
 /// What a checkpoint records besides tensors.
@@ -142,6 +169,11 @@ pub struct Trainer {
     neighbours: HashMap<usize, Vec<usize>>,
     /// What is trained (all, a subset, LoRA adapters).
     pub plan: ParamPlan,
+    /// Procedural in-context tasks drawn on the fly, and the fixed probes of the ICL metric.
+    procedural: Option<ProceduralSource>,
+    probes: Vec<IclProbe>,
+    /// Best ICL gap so far (checkpoint selection) and its step.
+    best_gap: Option<(f32, u64)>,
 }
 
 /// Seeded initialisation (transformers' scheme): norms 1, biases 0, other weights
@@ -238,6 +270,9 @@ impl Trainer {
             experiment_toml: None,
             neighbours: HashMap::new(),
             plan: plan.clone(),
+            procedural: None,
+            probes: Vec::new(),
+            best_gap: None,
         })
     }
 
@@ -257,6 +292,21 @@ impl Trainer {
         };
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
+            if let Some(p) = &self.procedural {
+                if self.rng.random::<f64>() < p.config.share {
+                    let mode = self.sample_config.in_context_mode(&mut self.rng);
+                    let s = p.sample(&builder, mode, &mut self.rng)?;
+                    if s.len() > self.settings.context_len {
+                        return Err(TrainError::Data(format!(
+                            "a procedural sample of {} tokens is longer than context_len {} (lower procedural.max_shots)",
+                            s.len(),
+                            self.settings.context_len
+                        )));
+                    }
+                    out.push(s);
+                    continue;
+                }
+            }
             if self.cursor == self.order.len() {
                 self.order.shuffle(&mut self.rng);
                 self.cursor = 0;
@@ -348,6 +398,7 @@ impl Trainer {
             positions,
             seconds: t0.elapsed().as_secs_f64(),
             val_ce: None,
+            icl: None,
         })
     }
 
@@ -359,22 +410,73 @@ impl Trainer {
         let sb = SampleBuilder::new(&self.val, self.sample_config.clone())?;
         let builder = self.builder();
         let mut rng = ChaCha8Rng::seed_from_u64(0x0a11_da7e);
+        let samples = (0..self.settings.val_samples)
+            .map(|k| sb.build(k % self.val.len(), &builder, &mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(self.mean_ce(&samples)?))
+    }
+
+    /// Adds procedural samples (`share` of each batch) and builds the fixed probes of the ICL
+    /// metric (1-shot, seeded).
+    pub fn set_procedural(&mut self, source: ProceduralSource) -> Result<()> {
+        let longest = source.max_sample_len(&self.builder())?;
+        if longest > self.settings.context_len {
+            return Err(TrainError::Data(format!(
+                "procedural samples with procedural.max_shots = {} pairs take up to {longest} tokens, more than train.context_len {}: raise context_len or lower max_shots",
+                source.config.max_shots, self.settings.context_len
+            )));
+        }
+        self.probes = source.probes(source.config.val_probes, 1, 0x1c1_9a9)?;
+        self.procedural = Some(source);
+        Ok(())
+    }
+
+    /// Mean answer CE over samples, in batches of `batch_samples`.
+    fn mean_ce(&self, samples: &[Sample]) -> Result<f32> {
         let pad = self.prompt.vocab.pad.unwrap_or(0);
         let (mut sum, mut count) = (0f64, 0usize);
-        let n = self.settings.val_samples;
-        let per = self.settings.batch_samples.max(1);
-        let mut i = 0;
-        while i < n {
-            let samples: Vec<Sample> = (i..(i + per).min(n))
-                .map(|k| sb.build(k % self.val.len(), &builder, &mut rng))
-                .collect::<Result<_>>()?;
-            let batch = pack(&samples, self.settings.context_len, pad, &Device::Cpu)?;
+        for chunk in samples.chunks(self.settings.batch_samples.max(1)) {
+            let batch = pack(chunk, self.settings.context_len, pad, &Device::Cpu)?;
             let parts = loss(&self.model, &batch, 0.0)?;
             sum += parts.ce as f64 * batch.targets as f64;
             count += batch.targets;
-            i += per;
         }
-        Ok(Some((sum / count.max(1) as f64) as f32))
+        Ok((sum / count.max(1) as f64) as f32)
+    }
+
+    /// The ICL metric on the fixed probes (None without probes).
+    pub fn icl_metrics(&self) -> Result<Option<IclMetrics>> {
+        if self.probes.is_empty() {
+            return Ok(None);
+        }
+        let builder = self.builder();
+        let ce = |mode: PromptMode, right: bool| -> Result<f32> {
+            let samples = self
+                .probes
+                .iter()
+                .map(|p| {
+                    let ex = if right { &p.right } else { &p.wrong };
+                    build_sample(&builder, ex, &p.query, &p.answer, mode, false)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.mean_ce(&samples)
+        };
+        let (rx, wx) = (
+            ce(PromptMode::XPrompt, true)?,
+            ce(PromptMode::XPrompt, false)?,
+        );
+        let (rc, wc) = (
+            ce(PromptMode::Causal, true)?,
+            ce(PromptMode::Causal, false)?,
+        );
+        Ok(Some(IclMetrics {
+            right_xprompt: rx,
+            wrong_xprompt: wx,
+            gap_xprompt: wx - rx,
+            right_causal: rc,
+            wrong_causal: wc,
+            gap_causal: wc - rc,
+        }))
     }
 
     /// Writes `dir/ckpt-{step:06}` atomically (a temporary directory renamed into place) and
@@ -526,6 +628,32 @@ impl Trainer {
         std::fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))
     }
 
+    /// Exports the current weights as the model directory `dir/best` (the checkpoint with the
+    /// largest ICL gap so far), with the run's config, tokenizer and VQGAN, and `best.json`.
+    fn export_best(&self, dir: &Path, icl: &IclMetrics) -> Result<()> {
+        let best = dir.join("best");
+        std::fs::create_dir_all(&best).map_err(|e| TrainError::io(&best, e))?;
+        for name in ["config.json", "tokenizer.json", "experiment.toml"] {
+            let src = dir.join(name);
+            if src.exists() {
+                std::fs::copy(&src, best.join(name)).map_err(|e| TrainError::io(&src, e))?;
+            }
+        }
+        let vq = dir.join("vqgan");
+        if vq.is_dir() && !best.join("vqgan").exists() {
+            let dst = best.join("vqgan");
+            std::fs::create_dir_all(&dst).map_err(|e| TrainError::io(&dst, e))?;
+            for entry in std::fs::read_dir(&vq).map_err(|e| TrainError::io(&vq, e))? {
+                let entry = entry.map_err(|e| TrainError::io(&vq, e))?;
+                std::fs::copy(entry.path(), dst.join(entry.file_name()))
+                    .map_err(|e| TrainError::io(&entry.path(), e))?;
+            }
+        }
+        self.export_weights(&best)?;
+        let json = serde_json::json!({ "step": self.step, "icl": icl });
+        write_synced(&best.join("best.json"), json.to_string().as_bytes())
+    }
+
     /// Computes RAIE neighbours for the training items when `sample.p_retrieved > 0`;
     /// returns how many items got neighbours.
     pub fn prepare_retrieval(&mut self) -> Result<usize> {
@@ -595,11 +723,22 @@ impl Trainer {
             .append(true)
             .open(&metrics_path)
             .map_err(|e| TrainError::io(&metrics_path, e))?;
+        if self.best_gap.is_none() {
+            self.best_gap = read_best(&dir.join("best").join("best.json"), self.sample_config.mode);
+        }
         while self.step < self.settings.steps {
             let mut m = self.train_step()?;
             let s = &self.settings;
             if s.val_every > 0 && (self.step.is_multiple_of(s.val_every) || self.step == s.steps) {
                 m.val_ce = self.validate()?;
+                m.icl = self.icl_metrics()?;
+                if let Some(icl) = m.icl {
+                    let gap = icl.gap(self.sample_config.mode);
+                    if self.best_gap.is_none_or(|(g, _)| gap > g) {
+                        self.best_gap = Some((gap, self.step));
+                        self.export_best(dir, &icl)?;
+                    }
+                }
             }
             if s.log_every > 0
                 && (self.step.is_multiple_of(s.log_every)
@@ -625,6 +764,14 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The gap and step recorded by an earlier `export_best` (a resumed run keeps its best).
+fn read_best(path: &Path, mode: PromptMode) -> Option<(f32, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let icl: IclMetrics = serde_json::from_value(v.get("icl")?.clone()).ok()?;
+    Some((icl.gap(mode), v.get("step")?.as_u64()?))
 }
 
 /// Checkpoint directories under `dir`, oldest first.

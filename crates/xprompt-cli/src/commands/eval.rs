@@ -86,14 +86,21 @@ pub struct EvalArgs {
     /// Also report the VQGAN's reconstruction ceiling.
     #[arg(long)]
     pub ceiling: bool,
+    /// Example-only prompting: requests with examples carry no instruction (the task must be
+    /// read from the examples); 0-shot requests keep theirs.
+    #[arg(long)]
+    pub no_instruction: bool,
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
 }
 
-struct ModelRunner {
-    p: Pipeline,
-    calls: usize,
-    sampler: SamplerConfig,
+/// The engine as an `InContextRunner` (also used by `eval-icl`).
+pub(crate) struct ModelRunner {
+    pub p: Pipeline,
+    pub calls: usize,
+    pub sampler: SamplerConfig,
+    /// Drop the instruction of requests that have examples.
+    pub no_instruction: bool,
 }
 
 fn to_u8(img: &RgbImage) -> std::result::Result<U8Image, String> {
@@ -119,6 +126,9 @@ impl ModelRunner {
     }
 
     fn answer(&mut self, r: &EvalRequest) -> std::result::Result<EvalAnswer, String> {
+        let example_only = self.no_instruction && !r.examples.is_empty();
+        let instruction =
+            |text: &str| (!example_only && !text.trim().is_empty()).then(|| text.to_string());
         let mode = match (r.examples.len(), r.mask) {
             (0, _) => PromptMode::ZeroShot,
             (_, MaskMode::XPrompt) => PromptMode::XPrompt,
@@ -136,7 +146,7 @@ impl ModelRunner {
                 EvalAnswer::Text(t) => Answer::Text(t.clone()),
             };
             examples.push(Example {
-                instruction: Some(e.instruction.clone()),
+                instruction: instruction(&e.instruction),
                 inputs,
                 output,
             });
@@ -161,7 +171,7 @@ impl ModelRunner {
             examples: &examples,
             mode,
             query: Query {
-                instruction: Some(r.instruction.clone()),
+                instruction: instruction(&r.instruction),
                 images,
             },
             shape,
@@ -271,6 +281,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         p,
         calls: 0,
         sampler,
+        no_instruction: a.no_instruction,
     };
     let t = Instant::now();
     let mut recon = if a.ceiling {
@@ -278,6 +289,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             p: Pipeline::load(&a.model)?,
             calls: 0,
             sampler,
+            no_instruction: false,
         })
     } else {
         None

@@ -5,6 +5,7 @@ pub mod db;
 pub mod debug;
 pub mod demo;
 pub mod eval;
+pub mod eval_icl;
 pub mod export;
 pub mod generate;
 pub mod inspect;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use xprompt_train::experiment::{load_data, prepare_model_dir, Experiment};
+use xprompt_train::experiment::{load_data, prepare_model_dir, procedural_source, Experiment};
 use xprompt_train::plot::loss_curve;
 use xprompt_train::trainer::{list_checkpoints, StepMetrics, Trainer};
 
@@ -148,6 +148,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &plan,
     )?;
     trainer.experiment_toml = Some(toml_text);
+    if let Some(source) = procedural_source(&exp)? {
+        let pool = source.train_pool();
+        eprintln!(
+            "procedural tasks: {:.0} % of samples, base images {} plain / {} segmentation / {} depth; ICL probes {}",
+            source.config.share * 100.0,
+            pool.images.len(),
+            pool.segmentation.len(),
+            pool.depth.len(),
+            source.config.val_probes
+        );
+        trainer.set_procedural(source)?;
+    }
     let with_neighbours = trainer.prepare_retrieval()?;
     if with_neighbours > 0 {
         eprintln!("RAIE: {with_neighbours} training items have retrieval neighbours");
@@ -180,17 +192,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let first_step = trainer.step;
     let total = exp.train.steps;
     let deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
-    let mut train_curve: Vec<(u64, f32)> = Vec::new();
-    let mut val_curve: Vec<(u64, f32)> = Vec::new();
     let mut tokens = 0usize;
     let tty = std::io::stderr().is_terminal();
     let log_every = exp.train.log_every.max(1);
     trainer.run(&a.out, deadline, &mut |m: &StepMetrics| {
         tokens += m.tokens;
-        train_curve.push((m.step, m.ce));
-        if let Some(v) = m.val_ce {
-            val_curve.push((m.step, v));
-        }
         let done = (m.step - first_step) as f64;
         let elapsed = start.elapsed().as_secs_f64();
         let eta = elapsed / done.max(1.0) * (total - m.step) as f64;
@@ -201,11 +207,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
             return;
         }
         eprint!(
-            "{lead}step {}/{} ce {:.4}{} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {:.0} min{trail}",
+            "{lead}step {}/{} ce {:.4}{}{} lr {:.2e} |g| {:.2} {:.0} tok/s ETA {:.0} min{trail}",
             m.step,
             total,
             m.ce,
             m.val_ce.map(|v| format!(" val {v:.4}")).unwrap_or_default(),
+            m.icl
+                .map(|i| format!(
+                    " icl-gap xp {:.3} causal {:.3}",
+                    i.gap_xprompt, i.gap_causal
+                ))
+                .unwrap_or_default(),
             m.lr,
             m.grad_norm,
             tokens as f64 / elapsed.max(1e-9),
@@ -215,14 +227,37 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
-    if !train_curve.is_empty() {
-        loss_curve(&train_curve, &val_curve, &a.out.join("loss.png"))?;
-    }
+    plot_metrics(&a.out)?;
     eprintln!(
         "stopped at step {} after {:.1} min; model directory {}",
         trainer.step,
         start.elapsed().as_secs_f64() / 60.0,
         a.out.display()
     );
+    Ok(())
+}
+
+/// Redraws `loss.png` from the whole `metrics.jsonl` (every session of a resumed run).
+fn plot_metrics(out: &std::path::Path) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let (mut train, mut val, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
+    for m in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StepMetrics>(l).ok())
+    {
+        train.push((m.step, m.ce));
+        if let Some(v) = m.val_ce {
+            val.push((m.step, v));
+        }
+        if let Some(i) = m.icl {
+            gaps.push((m.step, i.gap_xprompt, i.gap_causal));
+        }
+    }
+    if !train.is_empty() {
+        loss_curve(&train, &val, &gaps, &out.join("loss.png"))?;
+    }
     Ok(())
 }

@@ -58,7 +58,7 @@ pub fn render(title: &str, model: &str, rows: &[Row], total_seconds: f64) -> Str
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #ccc; padding: 6px; vertical-align: top; text-align: left; }}
-img {{ width: 128px; height: 128px; image-rendering: pixelated; margin-right: 4px; }}
+img {{ width: 160px; height: 160px; image-rendering: pixelated; margin-right: 4px; }}
 .caption {{ color: #555; font-size: 85%; max-width: 280px; }}
 .answer {{ font-family: monospace; max-width: 280px; }}
 .kind {{ font-size: 85%; color: #036; }}
@@ -66,7 +66,8 @@ img {{ width: 128px; height: 128px; image-rendering: pixelated; margin-right: 4p
 <h1>{t}</h1>
 <p>Model: <code>{m}</code> · {n} requests in {s:.1} s. Each row shows the in-context example the
 model was given, the query, the model's answer and the ground truth. Held-out tasks were never
-trained on: the example is all the model knows of them.</p>
+trained on: the example is all the model knows of them. Rows marked "example only" carry no
+instruction at all; the last rows answer one query under the examples of different tasks.</p>
 <table>
 <tr><th>task</th><th>example (input → output)</th><th>query</th><th>xprompt output</th><th>ground truth</th></tr>
 "#,
@@ -92,7 +93,12 @@ trained on: the example is all the model knows of them.</p>
             r.example_output_text.as_deref(),
             r.example_instruction.as_deref(),
         );
-        cell(&mut h, &r.inputs, None, Some(&r.instruction));
+        let instruction = if r.instruction.trim().is_empty() {
+            "(no instruction: example only)"
+        } else {
+            r.instruction.as_str()
+        };
+        cell(&mut h, &r.inputs, None, Some(instruction));
         let out: Vec<String> = r.output_image.iter().cloned().collect();
         cell(&mut h, &out, r.output_text.as_deref(), None);
         let truth: Vec<String> = r.reference_image.iter().cloned().collect();

@@ -23,6 +23,11 @@ pub enum Kind {
     TextAnswer,
     /// Text-to-image from a prompt alone.
     TextToImage,
+    /// A transform type never trained on, shown by one example pair and no instruction.
+    HeldOutTransform,
+    /// The same query under the examples of different tasks, no instruction: each answer
+    /// should follow its own example.
+    SameQuery,
 }
 
 impl Kind {
@@ -32,6 +37,8 @@ impl Kind {
             Kind::HeldOut => "held-out task, 1-shot",
             Kind::TextAnswer => "text answer, 1-shot",
             Kind::TextToImage => "text-to-image, 0-shot",
+            Kind::HeldOutTransform => "held-out transform, example only",
+            Kind::SameQuery => "same query, another example",
         }
     }
 }
@@ -163,6 +170,75 @@ fn first<'a>(suite: &'a Suite, task: &str, split: Split) -> Result<&'a Record> {
         })
 }
 
+/// Trained families shown on one query (visually distinct answers).
+const SAME_QUERY_FAMILIES: &[&str] = &["dihedral", "channel_mix", "zoom_out"];
+
+/// Example-only entries on procedural transforms, all on one test-split query: each held-out
+/// transform type, then the same query under three trained families' examples.
+fn procedural_entries(suite: &Suite, out: &Path) -> Result<Vec<Entry>> {
+    use rand::SeedableRng;
+    use xprompt_data::procedural::{draw_task, families, pool, Range, Selection};
+    let pool = pool::from_suite(suite, Split::Test, 400)?;
+    if pool.images.len() < 8 {
+        eprintln!("demo set: too few test images for the procedural entries; skipped");
+        return Ok(Vec::new());
+    }
+    let save = |img: &xprompt_data::img::Img, name: String| -> Result<String> {
+        img.to_rgb8()
+            .save(out.join(&name))
+            .with_context(|| format!("writing {name}"))?;
+        Ok(name)
+    };
+    let licences = |i: usize| pool.image_licences.get(i).cloned().unwrap_or_default();
+    let query = save(&pool.images[0], "icl-query.png".into())?;
+    // Examples come from the other images; the query is image 0.
+    let rest = xprompt_data::procedural::Pool {
+        images: pool.images[1..].to_vec(),
+        ..Default::default()
+    };
+    let heldout = families()
+        .iter()
+        .filter(|f| f.heldout_type)
+        .map(|f| (f.name, Kind::HeldOutTransform));
+    let same = SAME_QUERY_FAMILIES.iter().map(|&n| (n, Kind::SameQuery));
+    let mut entries = Vec::new();
+    for (i, (name, kind)) in heldout.chain(same).enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1000 + i as u64);
+        let task = draw_task(&Selection::only(name, Range::Train), &rest, &mut rng)
+            .map_err(anyhow::Error::msg)?;
+        let (src, ex_out) = task
+            .outputs(&rest, 1, &mut rng)
+            .pop()
+            .context("no example image")?;
+        let ex_in = save(&rest.images[src], format!("icl-{name}-example.png"))?;
+        let ex_out = save(&ex_out, format!("icl-{name}-example-out.png"))?;
+        let truth = save(
+            &task.apply(&pool.images[0], 0).quantised(),
+            format!("icl-{name}-truth.png"),
+        )?;
+        let mut lic = licences(0);
+        lic.extend(licences(src + 1));
+        lic.sort();
+        lic.dedup();
+        entries.push(Entry {
+            task: name.to_string(),
+            kind,
+            instruction: String::new(),
+            example: Some(DemoExample {
+                instruction: String::new(),
+                inputs: vec![ex_in],
+                output_image: Some(ex_out),
+                output_text: None,
+            }),
+            inputs: vec![query.clone()],
+            reference_image: Some(truth),
+            reference_text: None,
+            licences: lic,
+        });
+    }
+    Ok(entries)
+}
+
 /// Picks the demo set from `suite` and writes it (images + demo.json) into `out`.
 pub fn bundle(suite_dir: &Path, out: &Path) -> Result<DemoSet> {
     let suite =
@@ -235,6 +311,7 @@ pub fn bundle(suite_dir: &Path, out: &Path) -> Result<DemoSet> {
             },
         });
     }
+    entries.extend(procedural_entries(&suite, out)?);
     let set = DemoSet {
         format: FORMAT.into(),
         source: format!(

@@ -1,0 +1,167 @@
+//! `xprompt eval-icl`: does the answer follow the example? Example-only requests on procedural
+//! transform types the model never trained on (held-out types, held-out parameter ranges),
+//! with 0 / 1 / 2 / 4 examples under both masks, the identity baseline and the discrimination
+//! test (`xprompt_eval::icl`). Writes report.md, report.json and a contact sheet.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use image::{imageops, RgbImage};
+use xprompt_data::manifest::{Split, Suite};
+use xprompt_data::procedural::{self, pool, Range};
+use xprompt_eval::icl::{evaluate_icl, icl_markdown, IclOptions, IclType};
+use xprompt_eval::MaskMode;
+use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::sampler::SamplerConfig;
+
+use super::eval::ModelRunner;
+
+#[derive(Args)]
+pub struct EvalIclArgs {
+    #[arg(long, default_value = super::generate::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Suite whose test-split images are the queries and examples (never trained on).
+    #[arg(long)]
+    pub suite: PathBuf,
+    /// `heldout` (held-out transform types), `ranges` (held-out parameter ranges of trained
+    /// families), `both`, or comma-separated family names (training range).
+    #[arg(long, default_value = "both")]
+    pub types: String,
+    /// Query images, shared by every type.
+    #[arg(long, default_value_t = 8)]
+    pub queries: usize,
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4")]
+    pub shots: Vec<usize>,
+    /// `xprompt`, `causal` or `both`.
+    #[arg(long, default_value = "both")]
+    pub mask: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "eval-icl-out")]
+    pub out: PathBuf,
+}
+
+fn types(spec: &str) -> Result<Vec<IclType>> {
+    let heldout = || {
+        procedural::families()
+            .iter()
+            .filter(|f| f.heldout_type)
+            .map(|f| IclType {
+                family: f.name,
+                range: Range::Train,
+            })
+            .collect::<Vec<_>>()
+    };
+    let ranges = || {
+        procedural::families()
+            .iter()
+            .filter(|f| f.has_heldout_range)
+            .map(|f| IclType {
+                family: f.name,
+                range: Range::HeldOut,
+            })
+            .collect::<Vec<_>>()
+    };
+    Ok(match spec {
+        "heldout" => heldout(),
+        "ranges" => ranges(),
+        "both" => heldout().into_iter().chain(ranges()).collect(),
+        names => names
+            .split(',')
+            .map(|n| {
+                procedural::family(n.trim())
+                    .filter(|f| f.input == procedural::Input::Image)
+                    .map(|f| IclType {
+                        family: f.name,
+                        range: Range::Train,
+                    })
+                    .with_context(|| {
+                        format!("--types: {n:?} is not an image family (or heldout, ranges, both)")
+                    })
+            })
+            .collect::<Result<_>>()?,
+    })
+}
+
+pub fn run(a: EvalIclArgs) -> Result<()> {
+    let masks = match a.mask.as_str() {
+        "xprompt" => vec![MaskMode::XPrompt],
+        "causal" => vec![MaskMode::Causal],
+        "both" => vec![MaskMode::XPrompt, MaskMode::Causal],
+        other => bail!("--mask {other:?}: expected xprompt, causal or both"),
+    };
+    if a.queries < 2 {
+        bail!(
+            "--queries must be at least 2 (discrimination compares answers across queries' types)"
+        );
+    }
+    let opts = IclOptions {
+        types: types(&a.types)?,
+        queries: a.queries,
+        shots: a.shots.clone(),
+        masks,
+        seed: a.seed,
+        batch_size: 8,
+    };
+    let suite =
+        Suite::open(&a.suite).with_context(|| format!("opening suite {}", a.suite.display()))?;
+    let pool = pool::from_suite(&suite, Split::Test, 2000)?;
+    let mut runner = ModelRunner {
+        p: Pipeline::load(&a.model)?,
+        calls: 0,
+        sampler: SamplerConfig {
+            cfg: 1.0,
+            temperature: 0.0,
+            ..Default::default()
+        },
+        no_instruction: true,
+    };
+    let t = Instant::now();
+    let report = evaluate_icl(&mut runner, &pool, &opts)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let md = icl_markdown(&report);
+    std::fs::write(a.out.join("report.md"), &md)?;
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    contact_sheet(&report.contact)?.save(a.out.join("contact.png"))?;
+    println!("{md}");
+    eprintln!(
+        "{} generations in {:.1} s -> {}/report.md, contact.png (per type: examples, query, answers per setting, truth)",
+        runner.calls,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Rows of cells scaled 2× with a 4-px gap.
+fn contact_sheet(rows: &[(String, Vec<RgbImage>)]) -> Result<RgbImage> {
+    let cell = rows
+        .first()
+        .and_then(|(_, c)| c.first())
+        .map(|c| c.width())
+        .unwrap_or(64)
+        * 2;
+    let cols = rows.iter().map(|(_, c)| c.len()).max().unwrap_or(1) as u32;
+    let mut sheet = RgbImage::from_pixel(
+        cols * (cell + 4),
+        rows.len().max(1) as u32 * (cell + 4),
+        image::Rgb([255, 255, 255]),
+    );
+    for (r, (_, cells)) in rows.iter().enumerate() {
+        for (c, img) in cells.iter().enumerate() {
+            let big = imageops::resize(img, cell, cell, imageops::FilterType::Nearest);
+            imageops::overlay(
+                &mut sheet,
+                &big,
+                (c as u32 * (cell + 4)) as i64,
+                (r as u32 * (cell + 4)) as i64,
+            );
+        }
+    }
+    Ok(sheet)
+}

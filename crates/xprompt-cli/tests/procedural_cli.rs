@@ -1,0 +1,189 @@
+//! Example-only in-context training through the binary: a run with a `[procedural]` section
+//! draws fresh transform tasks per sample, logs the ICL gap at validation, keeps the best
+//! checkpoint by that gap in `best/`, and `eval-icl` scores it on held-out transform types.
+
+use std::path::Path;
+use std::process::Command;
+
+fn xprompt(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "xprompt {args:?} failed:\n{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+#[test]
+fn procedural_run_logs_icl_gap_keeps_best_and_evaluates_heldout_types() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sources = repo
+        .join("tests/fixtures/data-sources")
+        .display()
+        .to_string();
+    let vqgan = repo
+        .join("tests/fixtures/vqgan/mid_attn")
+        .display()
+        .to_string();
+    xprompt(
+        t,
+        &[
+            "data",
+            "build",
+            "--sources",
+            &sources,
+            "--out",
+            "suite",
+            "--size",
+            "16",
+            "--per-task",
+            "4",
+        ],
+    );
+    xprompt(
+        t,
+        &[
+            "pretokenize",
+            "--manifest",
+            "suite/manifest.jsonl",
+            "--vqgan",
+            &vqgan,
+            "--out",
+            "store",
+            "--size",
+            "16",
+        ],
+    );
+    let exp = format!(
+        r#"[model]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+intermediate_size = 64
+xp_tokens = 2
+text_vocab = 100
+
+[data]
+manifest = "suite/manifest.jsonl"
+store = "store"
+vqgan = "{vqgan}"
+image_size = 16
+
+[sample]
+p_no_instruction = 0.5
+p_causal = 0.3
+
+[procedural]
+suite = "suite"
+share = 0.7
+max_shots = 2
+pool_images = 50
+val_probes = 4
+
+[train]
+steps = 4
+batch_samples = 4
+context_len = 1024
+checkpoint_every = 2
+val_every = 2
+val_samples = 2
+log_every = 1
+"#
+    );
+    std::fs::write(t.join("exp.toml"), &exp).unwrap();
+    let (_, log) = xprompt(t, &["train", "--config", "exp.toml", "--out", "model"]);
+    assert!(log.contains("procedural tasks: 70 %"), "{log}");
+    assert!(log.contains("icl-gap xp"), "{log}");
+    let metrics = std::fs::read_to_string(t.join("model/metrics.jsonl")).unwrap();
+    let gaps: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("icl").cloned())
+        .map(|icl| {
+            let right = icl["right_xprompt"].as_f64().unwrap();
+            let wrong = icl["wrong_xprompt"].as_f64().unwrap();
+            let gap = icl["gap_xprompt"].as_f64().unwrap();
+            assert!((gap - (wrong - right)).abs() < 1e-4, "gap = wrong - right");
+            assert!(right.is_finite() && right > 0.0);
+            gap
+        })
+        .collect();
+    assert_eq!(gaps.len(), 2, "validation at steps 2 and 4:\n{metrics}");
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("model/best/best.json")).unwrap())
+            .unwrap();
+    let best_gap = best["icl"]["gap_xprompt"].as_f64().unwrap();
+    assert!(
+        gaps.iter().all(|&g| g <= best_gap + 1e-6),
+        "best.json holds the largest gap"
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vqgan/vqgan.yaml",
+    ] {
+        assert!(t.join("model/best").join(f).exists(), "best/ misses {f}");
+    }
+    // The best checkpoint is a model directory: eval-icl runs on it, example-only.
+    let (report, _) = xprompt(
+        t,
+        &[
+            "eval-icl",
+            "--model",
+            "model/best",
+            "--suite",
+            "suite",
+            "--types",
+            "solarize,tile",
+            "--queries",
+            "2",
+            "--shots",
+            "0,1",
+            "--out",
+            "icl",
+        ],
+    );
+    assert!(
+        report.contains("| solarize |") && report.contains("1-shot X-Prompt"),
+        "{report}"
+    );
+    assert!(report.contains("discrimination"), "{report}");
+    assert!(t.join("icl/contact.png").exists() && t.join("icl/report.json").exists());
+    // A context too short for max_shots pairs is refused before training starts.
+    std::fs::write(
+        t.join("short.toml"),
+        exp.replace("context_len = 1024", "context_len = 300"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "short.toml", "--out", "m3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("raise context_len"),
+        "{err}"
+    );
+    // A bad value in the section is named.
+    std::fs::write(
+        t.join("bad.toml"),
+        exp.replace("share = 0.7", "share = 1.5"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", "bad.toml", "--out", "m2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("procedural.share"),
+        "{err}"
+    );
+}
