@@ -109,14 +109,18 @@ log_every = 1
             let gap = icl["gap_xprompt"].as_f64().unwrap();
             assert!((gap - (wrong - right)).abs() < 1e-4, "gap = wrong - right");
             assert!(right.is_finite() && right > 0.0);
-            gap
+            // With causal samples in training (p_causal > 0) the best weights are chosen by
+            // the mean of both masks' gaps.
+            0.5 * (gap + icl["gap_causal"].as_f64().unwrap())
         })
         .collect();
     assert_eq!(gaps.len(), 2, "validation at steps 2 and 4:\n{metrics}");
     let best: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.join("model/best/best.json")).unwrap())
             .unwrap();
-    let best_gap = best["icl"]["gap_xprompt"].as_f64().unwrap();
+    let best_gap = 0.5
+        * (best["icl"]["gap_xprompt"].as_f64().unwrap()
+            + best["icl"]["gap_causal"].as_f64().unwrap());
     assert!(
         gaps.iter().all(|&g| g <= best_gap + 1e-6),
         "best.json holds the largest gap"

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use xprompt_core::sequence::ImageGrid;
 use xprompt_data::img::Img;
-use xprompt_data::procedural::{draw_task, Input, Pool, Selection};
+use xprompt_data::procedural::{draw_task, Input, Pool, Selection, Task};
 use xprompt_generate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
 use xprompt_vqgan::image_io::U8Image;
 use xprompt_vqgan::preprocess::to_tensor;
@@ -38,6 +38,8 @@ pub struct ProceduralConfig {
     pub share: f64,
     /// Probability that a task is two transforms in sequence.
     pub p_compose: f64,
+    /// Probability that a task is the identity (output = input): rewards copying the query.
+    pub p_identity: f64,
     /// Example pairs per sample, drawn uniformly in `1..=max_shots`.
     pub max_shots: usize,
     /// Also train on every example output after the first (LVM-style multi-pair loss).
@@ -56,6 +58,7 @@ impl Default for ProceduralConfig {
             suite: "suite".into(),
             share: 0.7,
             p_compose: 0.25,
+            p_identity: 0.0,
             max_shots: 2,
             loss_on_examples: true,
             p_generic_instruction: 0.2,
@@ -76,6 +79,7 @@ impl ProceduralConfig {
         };
         p("share", self.share)?;
         p("p_compose", self.p_compose)?;
+        p("p_identity", self.p_identity)?;
         p("p_generic_instruction", self.p_generic_instruction)?;
         if self.max_shots == 0 || self.max_shots > 8 {
             return Err(format!(
@@ -178,8 +182,12 @@ impl ProceduralSource {
         rng: &mut ChaCha8Rng,
     ) -> Result<Sample> {
         let c = &self.config;
-        let task = draw_task(&Selection::train(c.p_compose), &self.train, rng)
-            .map_err(TrainError::Data)?;
+        // Drawn only when enabled, so runs without it keep their sample stream.
+        let task = if c.p_identity > 0.0 && rng.random::<f64>() < c.p_identity {
+            Task::identity()
+        } else {
+            draw_task(&Selection::train(c.p_compose), &self.train, rng).map_err(TrainError::Data)?
+        };
         let shots = rng.random_range(1..=c.max_shots);
         let outputs = task.outputs(&self.train, shots + 1, rng);
         if outputs.len() < 2 {

@@ -121,9 +121,12 @@ pub struct IclMetrics {
 }
 
 impl IclMetrics {
-    /// The gap of the mask a run trains with (checkpoint selection).
-    pub fn gap(&self, mode: PromptMode) -> f32 {
-        match mode {
+    /// The gap a run selects its best weights by: the gap of the mask it trains with, or the
+    /// mean of both masks' gaps when it also trains causal samples (`p_causal > 0`: the model
+    /// is meant to answer under both).
+    pub fn selection_gap(&self, config: &SampleConfig) -> f32 {
+        match config.mode {
+            _ if config.p_causal > 0.0 => 0.5 * (self.gap_xprompt + self.gap_causal),
             PromptMode::Causal => self.gap_causal,
             _ => self.gap_xprompt,
         }
@@ -724,7 +727,7 @@ impl Trainer {
             .open(&metrics_path)
             .map_err(|e| TrainError::io(&metrics_path, e))?;
         if self.best_gap.is_none() {
-            self.best_gap = read_best(&dir.join("best").join("best.json"), self.sample_config.mode);
+            self.best_gap = read_best(&dir.join("best").join("best.json"), &self.sample_config);
         }
         while self.step < self.settings.steps {
             let mut m = self.train_step()?;
@@ -733,7 +736,7 @@ impl Trainer {
                 m.val_ce = self.validate()?;
                 m.icl = self.icl_metrics()?;
                 if let Some(icl) = m.icl {
-                    let gap = icl.gap(self.sample_config.mode);
+                    let gap = icl.selection_gap(&self.sample_config);
                     if self.best_gap.is_none_or(|(g, _)| gap > g) {
                         self.best_gap = Some((gap, self.step));
                         self.export_best(dir, &icl)?;
@@ -767,11 +770,11 @@ impl Trainer {
 }
 
 /// The gap and step recorded by an earlier `export_best` (a resumed run keeps its best).
-fn read_best(path: &Path, mode: PromptMode) -> Option<(f32, u64)> {
+fn read_best(path: &Path, config: &SampleConfig) -> Option<(f32, u64)> {
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let icl: IclMetrics = serde_json::from_value(v.get("icl")?.clone()).ok()?;
-    Some((icl.gap(mode), v.get("step")?.as_u64()?))
+    Some((icl.selection_gap(config), v.get("step")?.as_u64()?))
 }
 
 /// Checkpoint directories under `dir`, oldest first.

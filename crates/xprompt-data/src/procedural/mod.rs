@@ -195,6 +195,17 @@ pub struct Task {
 }
 
 impl Task {
+    /// The task that changes nothing: its examples show output = input, so the answer is the
+    /// query's own codes. Mixed into training it rewards copying the query, the skill every
+    /// image-to-image task builds on.
+    pub fn identity() -> Self {
+        Self {
+            label: "identity".into(),
+            input: Input::Image,
+            steps: Vec::new(),
+        }
+    }
+
     /// Applies the task to one image: a photo for an image task, the grey-coded map of a dense
     /// task (see [`Pool`]).
     pub fn apply(&self, img: &Img, pair_seed: u64) -> Img {

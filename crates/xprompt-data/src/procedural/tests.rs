@@ -177,3 +177,12 @@ fn dense_palettes_paint_maps_not_photos() {
         assert!(pool.segmentation.iter().any(|(p, _)| *p == photo));
     }
 }
+
+#[test]
+fn the_identity_task_returns_its_input() {
+    let pool = pool();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for (a, b) in Task::identity().pairs(&pool, 3, &mut rng) {
+        assert_eq!(a.quantised(), b);
+    }
+}
