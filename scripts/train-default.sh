@@ -5,13 +5,14 @@
 # Usage: scripts/train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES]
 #   WORK           work directory (data, suite, VQGAN, shard store, training run); ~3 GB
 #   VQ_MINUTES     train-vq budget for this call (default 17: the shipped tokenizer had 400 steps)
-#   MODEL_MINUTES  X-Prompt training budget for this call (default 62)
+#   MODEL_MINUTES  X-Prompt training budget for this call (default 100; the run stops earlier at
+#                  train.steps). Its best weights by the in-context metric land in WORK/model/best.
 # Then: bash scripts/train-default.sh WORK 0 0 ship   # export + demo set + evaluation into models/default
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES] [ship]}
 vq_minutes=${2:-17}
-model_minutes=${3:-62}
+model_minutes=${3:-100}
 stage=${4:-train}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
@@ -46,8 +47,12 @@ fi
 
 if [ "$stage" = ship ]; then
   echo "== ship: f16 export, demo set, evaluation"
-  "$x" export --model "$work/model" --out models/default --dtype f16
+  # The weights with the largest ICL gap (the in-context metric), not the last ones.
+  "$x" export --model "$work/model/best" --out models/default --dtype f16
   "$x" demo --model models/default --bundle-from "$work/suite"
   "$x" eval --model models/default --suite "$work/suite" --max-items 10 --ceiling --out "$work/eval"
-  echo "report: $work/eval/report.md (copy the tables into models/default/EVAL.md)"
+  "$x" eval --model models/default --suite "$work/suite" --max-items 10 --no-instruction \
+    --tasks derain,low_light_enhance,depth_new_palette,add_object,remove_object --out "$work/eval-example-only"
+  "$x" eval-icl --model models/default --suite "$work/suite" --queries 8 --out "$work/eval-icl"
+  echo "reports: $work/eval/, $work/eval-example-only/, $work/eval-icl/ (copy the tables into models/default/EVAL.md)"
 fi
