@@ -26,7 +26,14 @@ fn bundled_default_model_runs_its_demo() {
             .unwrap();
     let results = results.as_array().unwrap();
     let kinds: Vec<&str> = results.iter().filter_map(|r| r["kind"].as_str()).collect();
-    for kind in ["seen", "held_out", "text_answer", "text_to_image"] {
+    for kind in [
+        "seen",
+        "held_out",
+        "text_answer",
+        "text_to_image",
+        "held_out_transform",
+        "same_query",
+    ] {
         assert!(kinds.contains(&kind), "demo covers {kind}: {kinds:?}");
     }
     for r in results {
@@ -40,4 +47,5 @@ fn bundled_default_model_runs_its_demo() {
     }
     let index = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
     assert!(index.contains("held-out task, 1-shot"));
+    assert!(index.contains("(no instruction: example only)"));
 }
