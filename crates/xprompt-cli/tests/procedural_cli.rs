@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn xprompt(dir: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
         .current_dir(dir)
@@ -18,46 +20,9 @@ fn xprompt(dir: &Path, args: &[&str]) -> (String, String) {
 
 #[test]
 fn procedural_run_logs_icl_gap_keeps_best_and_evaluates_heldout_types() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let sources = repo
-        .join("tests/fixtures/data-sources")
-        .display()
-        .to_string();
-    let vqgan = repo
-        .join("tests/fixtures/vqgan/mid_attn")
-        .display()
-        .to_string();
-    xprompt(
-        t,
-        &[
-            "data",
-            "build",
-            "--sources",
-            &sources,
-            "--out",
-            "suite",
-            "--size",
-            "16",
-            "--per-task",
-            "4",
-        ],
-    );
-    xprompt(
-        t,
-        &[
-            "pretokenize",
-            "--manifest",
-            "suite/manifest.jsonl",
-            "--vqgan",
-            &vqgan,
-            "--out",
-            "store",
-            "--size",
-            "16",
-        ],
-    );
+    let vqgan = common::fixture_suite_and_store(t);
     let exp = format!(
         r#"[model]
 hidden_size = 32
