@@ -81,17 +81,8 @@ log_every = 1
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("memory plan needs")
     );
     // Unknown config keys are refused; --resume continues from the last checkpoint.
-    std::fs::write(
-        t.join("bad.toml"),
-        exp.replace("[train]", "[train]\nstepz = 3"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "bad.toml", "--out", "m2"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("stepz"));
+    let err = common::train_refused(t, "bad.toml", &exp.replace("[train]", "[train]\nstepz = 3"));
+    assert!(err.contains("stepz"));
     std::fs::write(t.join("exp.toml"), exp.replace("steps = 4", "steps = 6")).unwrap();
     let log = xprompt(
         t,
@@ -114,20 +105,12 @@ log_every = 1
         "{log}"
     );
     // An X-Prompt model keeps its X-Prompt rows: another count is refused.
-    std::fs::write(
-        t.join("ft_xp.toml"),
-        ft.replace("xp_tokens = 2", "xp_tokens = 3"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "ft_xp.toml", "--out", "ft3"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("already has 2 X-Prompt tokens")
+    let err = common::train_refused(
+        t,
+        "ft_xp.toml",
+        &ft.replace("xp_tokens = 2", "xp_tokens = 3"),
     );
+    assert!(err.contains("already has 2 X-Prompt tokens"), "{err}");
     // LoRA fine-tuning over a bf16 frozen base: adapters on q/v, merged into the exported
     // weights, which load as a plain model directory.
     let ft_bf16 = ft.replace("xp_tokens = 2", "xp_tokens = 2\nfrozen_dtype = \"bf16\"");
@@ -196,46 +179,24 @@ log_every = 1
         log.contains("initialised") && log.contains("resumed") && log.contains("step 3/3"),
         "{log}"
     );
-    std::fs::write(
-        t.join("lora_bad.toml"),
-        format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"qkv\"]\n"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "lora_bad.toml", "--out", "lora2"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("qkv"));
-    std::fs::write(
-        t.join("lora_dtype.toml"),
-        ft.replace("xp_tokens = 2", "xp_tokens = 2\nfrozen_dtype = \"fp8\""),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "lora_dtype.toml", "--out", "lora3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("model.frozen_dtype = \"fp8\""),
-        "{err}"
+    let err = common::train_refused(
+        t,
+        "lora_bad.toml",
+        &format!("{ft}\n[lora]\nrank = 2\nalpha = 4.0\ntargets = [\"qkv\"]\n"),
     );
-    std::fs::write(
-        t.join("ft_bad.toml"),
-        ft.replace("xp_tokens = 2", "xp_tokens = 2\nhidden_size = 64"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "ft_bad.toml", "--out", "ft2"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("cannot be set with model.from")
+    assert!(err.contains("qkv"));
+    let err = common::train_refused(
+        t,
+        "lora_dtype.toml",
+        &ft.replace("xp_tokens = 2", "xp_tokens = 2\nfrozen_dtype = \"fp8\""),
     );
+    assert!(err.contains("model.frozen_dtype = \"fp8\""), "{err}");
+    let err = common::train_refused(
+        t,
+        "ft_bad.toml",
+        &ft.replace("xp_tokens = 2", "xp_tokens = 2\nhidden_size = 64"),
+    );
+    assert!(err.contains("cannot be set with model.from"), "{err}");
 
     let ex_in = "suite/images/denoise/00000_a.png";
     let ex_out = "suite/images/denoise/00000_b.png";

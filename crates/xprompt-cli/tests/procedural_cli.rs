@@ -124,35 +124,13 @@ log_every = 1
     assert!(report.contains("discrimination"), "{report}");
     assert!(t.join("icl/contact.png").exists() && t.join("icl/report.json").exists());
     // A context too short for max_shots pairs is refused before training starts.
-    std::fs::write(
-        t.join("short.toml"),
-        exp.replace("context_len = 1024", "context_len = 300"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "short.toml", "--out", "m3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("raise context_len"),
-        "{err}"
+    let err = common::train_refused(
+        t,
+        "short.toml",
+        &exp.replace("context_len = 1024", "context_len = 300"),
     );
+    assert!(err.contains("raise context_len"), "{err}");
     // A bad value in the section is named.
-    std::fs::write(
-        t.join("bad.toml"),
-        exp.replace("share = 0.7", "share = 1.5"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
-        .current_dir(t)
-        .args(["train", "--config", "bad.toml", "--out", "m2"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("procedural.share"),
-        "{err}"
-    );
+    let err = common::train_refused(t, "bad.toml", &exp.replace("share = 0.7", "share = 1.5"));
+    assert!(err.contains("procedural.share"), "{err}");
 }

@@ -207,14 +207,22 @@ struct JsonReport<'a> {
 
 /// Contact sheet: rows × 5 cells of `size`², 2-pixel gaps, neutral grey where a cell is empty.
 pub fn contact_sheet(rows: &[crate::harness::ContactRow], size: u32) -> RgbImage {
+    let rows: Vec<Vec<Option<RgbImage>>> = rows.iter().map(|r| r.cells.to_vec()).collect();
+    image_grid(&rows, size)
+}
+
+/// Rows of cells (rows may differ in length) scaled to `size`² (nearest neighbour), 2-pixel
+/// gaps, neutral grey where a cell is empty or missing.
+pub fn image_grid(rows: &[Vec<Option<RgbImage>>], size: u32) -> RgbImage {
     let gap = 2;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
     let (w, h) = (
-        5 * size + 6 * gap,
+        cols * size + (cols + 1) * gap,
         rows.len() as u32 * size + (rows.len() as u32 + 1) * gap,
     );
-    let mut out = RgbImage::from_pixel(w, h.max(1), Rgb([40, 40, 40]));
+    let mut out = RgbImage::from_pixel(w.max(1), h.max(1), Rgb([40, 40, 40]));
     for (r, row) in rows.iter().enumerate() {
-        for (c, cell) in row.cells.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
             let (x0, y0) = (gap + c as u32 * (size + gap), gap + r as u32 * (size + gap));
             if let Some(img) = cell {
                 let img = if img.dimensions() == (size, size) {

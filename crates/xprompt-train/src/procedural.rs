@@ -120,7 +120,9 @@ struct InputCodes([Vec<ImageGrid>; 3]);
 impl InputCodes {
     fn of(vqgan: &Vqgan, pool: &Pool) -> Result<Self> {
         let kind = |input| -> Result<Vec<ImageGrid>> {
-            let imgs = pool.inputs(input);
+            let imgs: Vec<&Img> = (0..pool.input_count(input))
+                .map(|i| pool.input(input, i))
+                .collect();
             let mut out = Vec::with_capacity(imgs.len());
             for chunk in imgs.chunks(32) {
                 out.extend(encode_images(vqgan, chunk)?);

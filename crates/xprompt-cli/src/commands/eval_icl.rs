@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use xprompt_data::manifest::{Split, Suite};
 use xprompt_data::procedural::{self, pool, Range};
 use xprompt_eval::icl::{evaluate_icl, icl_markdown, IclOptions, IclType};
+use xprompt_eval::report::image_grid;
 use xprompt_eval::MaskMode;
 use xprompt_generate::pipeline::Pipeline;
 use xprompt_generate::sampler::SamplerConfig;
@@ -127,7 +128,18 @@ pub fn run(a: EvalIclArgs) -> Result<()> {
         a.out.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    contact_sheet(&report.contact)?.save(a.out.join("contact.png"))?;
+    // Each row: example pairs, query, one answer per setting, truth; 2× nearest neighbour.
+    let rows: Vec<Vec<Option<RgbImage>>> = report
+        .contact
+        .iter()
+        .map(|(_, cells)| cells.iter().cloned().map(Some).collect())
+        .collect();
+    let size = report
+        .contact
+        .first()
+        .and_then(|(_, cells)| cells.first())
+        .map_or(64, |c| c.width());
+    image_grid(&rows, 2 * size).save(a.out.join("contact.png"))?;
     println!("{md}");
     eprintln!(
         "{} generations in {:.1} s -> {}/report.md, contact.png (per type: examples, query, answers per setting, truth)",
@@ -136,32 +148,4 @@ pub fn run(a: EvalIclArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-/// Rows of cells scaled 2× with a 4-px gap.
-fn contact_sheet(rows: &[(String, Vec<RgbImage>)]) -> Result<RgbImage> {
-    let cell = rows
-        .first()
-        .and_then(|(_, c)| c.first())
-        .map(|c| c.width())
-        .unwrap_or(64)
-        * 2;
-    let cols = rows.iter().map(|(_, c)| c.len()).max().unwrap_or(1) as u32;
-    let mut sheet = RgbImage::from_pixel(
-        cols * (cell + 4),
-        rows.len().max(1) as u32 * (cell + 4),
-        image::Rgb([255, 255, 255]),
-    );
-    for (r, (_, cells)) in rows.iter().enumerate() {
-        for (c, img) in cells.iter().enumerate() {
-            let big = imageops::resize(img, cell, cell, imageops::FilterType::Nearest);
-            imageops::overlay(
-                &mut sheet,
-                &big,
-                (c as u32 * (cell + 4)) as i64,
-                (r as u32 * (cell + 4)) as i64,
-            );
-        }
-    }
-    Ok(sheet)
 }

@@ -53,3 +53,18 @@ pub fn fixture_suite_and_store(t: &Path) -> String {
     ]);
     vqgan
 }
+
+/// Writes `config` as `t/name`, runs `xprompt train` on it into a fresh output directory and
+/// asserts it is refused; returns the error output.
+pub fn train_refused(t: &Path, name: &str, config: &str) -> String {
+    std::fs::write(t.join(name), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(t)
+        .args(["train", "--config", name, "--out"])
+        .arg(format!("refused-{name}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{name} was accepted:\n{err}");
+    err
+}

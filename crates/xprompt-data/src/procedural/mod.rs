@@ -218,17 +218,16 @@ impl Task {
 
     /// `n` distinct (input, output) pairs from the pool (fewer when the pool is smaller).
     pub fn pairs(&self, pool: &Pool, n: usize, rng: &mut ChaCha8Rng) -> Vec<(Img, Img)> {
-        let inputs = pool.inputs(self.input);
         self.outputs(pool, n, rng)
             .into_iter()
-            .map(|(i, out)| (inputs[i].clone(), out))
+            .map(|(i, out)| (pool.input(self.input, i).clone(), out))
             .collect()
     }
 
-    /// Like [`Task::pairs`], but the inputs as indices into `pool.inputs(self.input)` (so their
+    /// Like [`Task::pairs`], but the inputs as indices for [`Pool::input`] (so their
     /// encodings can be cached).
     pub fn outputs(&self, pool: &Pool, n: usize, rng: &mut ChaCha8Rng) -> Vec<(usize, Img)> {
-        let len = pool.inputs(self.input).len();
+        let len = pool.input_count(self.input);
         pick_distinct(len, n, rng)
             .into_iter()
             .map(|i| {
@@ -291,15 +290,24 @@ pub struct Pool {
 impl Pool {
     /// Whether tasks of this input kind can be drawn (at least two bases: one example, one query).
     pub fn supports(&self, input: Input) -> bool {
-        self.inputs(input).len() >= 2
+        self.input_count(input) >= 2
     }
 
-    /// The input images of tasks of this kind (photos for dense tasks).
-    pub fn inputs(&self, input: Input) -> Vec<&Img> {
+    /// Number of input images of tasks of this kind.
+    pub fn input_count(&self, input: Input) -> usize {
         match input {
-            Input::Image => self.images.iter().collect(),
-            Input::Segmentation => self.segmentation.iter().map(|(p, _)| p).collect(),
-            Input::Depth => self.depth.iter().map(|(p, _)| p).collect(),
+            Input::Image => self.images.len(),
+            Input::Segmentation => self.segmentation.len(),
+            Input::Depth => self.depth.len(),
+        }
+    }
+
+    /// Input image `i` of tasks of this kind (the photo for dense tasks).
+    pub fn input(&self, input: Input, i: usize) -> &Img {
+        match input {
+            Input::Image => &self.images[i],
+            Input::Segmentation => &self.segmentation[i].0,
+            Input::Depth => &self.depth[i].0,
         }
     }
 }
