@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use xprompt_core::kernels;
+use xprompt_core::kernels::conv2d::ConvGeometry;
 use xprompt_core::ops::{self, OpsMode};
 
 /// Deterministic values in [-1, 1).
@@ -446,4 +447,146 @@ fn linear_kernel_matches_matmul_and_skips_gradients_nobody_needs() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not end in"), "{err}");
+}
+
+/// `conv2d + bias` from candle's own (differentiable) ops, padding each side explicitly.
+fn reference_conv2d(x: &Tensor, w: &Tensor, b: &Tensor, geo: ConvGeometry) -> Result<Tensor> {
+    let x = x
+        .pad_with_zeros(2, geo.pad_top, geo.pad_bottom)?
+        .pad_with_zeros(3, geo.pad_left, geo.pad_right)?;
+    x.conv2d(w, 0, geo.stride, 1, 1)?
+        .broadcast_add(&b.reshape((1, (), 1, 1))?)
+}
+
+#[test]
+fn conv2d_kernel_matches_candle_conv_for_every_vqgan_shape() {
+    let downsample = ConvGeometry {
+        stride: 2,
+        pad_top: 0,
+        pad_left: 0,
+        pad_bottom: 1,
+        pad_right: 1,
+    };
+    // One of the four 2×2 phase convolutions of a nearest ×2 upsample + 3×3 convolution.
+    let phase = ConvGeometry {
+        stride: 1,
+        pad_top: 1,
+        pad_left: 0,
+        pad_bottom: 0,
+        pad_right: 1,
+    };
+    // (what, batch, c_in, c_out, k, geometry, h, w): batch 1 runs images one at a time with
+    // threaded gemms, batch 3 runs them in parallel.
+    let cases = [
+        ("3x3 same", 3, 4, 5, 3, ConvGeometry::symmetric(1, 1), 6, 7),
+        (
+            "3x3 same, one image",
+            1,
+            4,
+            5,
+            3,
+            ConvGeometry::symmetric(1, 1),
+            6,
+            7,
+        ),
+        ("1x1", 3, 6, 4, 1, ConvGeometry::symmetric(0, 1), 5, 5),
+        ("downsample", 3, 4, 4, 3, downsample, 8, 6),
+        ("2x2 upsampling phase", 3, 4, 5, 2, phase, 5, 6),
+        ("downsample, one image", 1, 4, 4, 3, downsample, 8, 6),
+    ];
+    for (i, &(what, bsz, ci, co, k, geo, h, w)) in cases.iter().enumerate() {
+        let seed = 10 * i as u64;
+        let inputs = [
+            rand(&[bsz, ci, h, w], seed),
+            rand(&[co, ci, k, k], seed + 1),
+            rand(&[co], seed + 2),
+        ];
+        assert_same(
+            &|a| kernels::conv2d::conv2d(&a[0], &a[1], &a[2], geo),
+            &|a| reference_conv2d(&a[0], &a[1], &a[2], geo),
+            &inputs,
+            what,
+        );
+    }
+    // Both algorithms: im2col (stride 2) and shifted gemms (stride 1).
+    for geo in [downsample, ConvGeometry::symmetric(1, 1), phase] {
+        let k = if geo == phase { 2 } else { 3 };
+        assert_finite_differences(
+            &|a| kernels::conv2d::conv2d(&a[0], &a[1], &a[2], geo),
+            &[
+                rand(&[2, 2, 5, 4], 3),
+                rand(&[3, 2, k, k], 4),
+                rand(&[3], 5),
+            ],
+            "conv2d",
+        );
+    }
+}
+
+#[test]
+fn conv2d_kernel_rejects_mismatched_shapes() {
+    let geo = ConvGeometry::symmetric(1, 1);
+    let x = rand(&[1, 3, 4, 4], 1);
+    let err = kernels::conv2d::conv2d(&x, &rand(&[2, 4, 3, 3], 2), &rand(&[2], 3), geo)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not fit input"), "{err}");
+    let err = kernels::conv2d::conv2d(&x, &rand(&[2, 3, 3, 3], 2), &rand(&[3], 3), geo)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias"), "{err}");
+    let big = rand(&[2, 3, 7, 7], 2);
+    let err = kernels::conv2d::conv2d(&x, &big, &rand(&[2], 3), ConvGeometry::symmetric(0, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the padded input"), "{err}");
+}
+
+/// GroupNorm (+ swish) from plain ops, as `torch.nn.GroupNorm` defines it.
+fn reference_group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    swish: bool,
+) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let n = (c / groups * h * w) as f64;
+    let xg = x.reshape((b, groups, ()))?;
+    let xc = xg.broadcast_sub(&(xg.sum_keepdim(2)? / n)?)?;
+    let var = (xc.sqr()?.sum_keepdim(2)? / n)?;
+    let y = xc
+        .broadcast_div(&(var + 1e-6)?.sqrt()?)?
+        .reshape((b, c, h, w))?
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    if swish {
+        &y / (y.neg()?.exp()? + 1.0)?
+    } else {
+        Ok(y)
+    }
+}
+
+#[test]
+fn group_norm_kernel_matches_plain_ops_with_and_without_swish() {
+    let inputs = [rand(&[3, 6, 4, 5], 1), rand(&[6], 2), rand(&[6], 3)];
+    for swish in [false, true] {
+        for groups in [1, 3, 6] {
+            assert_same(
+                &|a| kernels::group_norm::group_norm(&a[0], &a[1], &a[2], groups, 1e-6, swish),
+                &|a| reference_group_norm(&a[0], &a[1], &a[2], groups, swish),
+                &inputs,
+                &format!("group_norm, {groups} groups, swish {swish}"),
+            );
+        }
+        assert_finite_differences(
+            &|a| kernels::group_norm::group_norm(&a[0], &a[1], &a[2], 2, 1e-6, swish),
+            &[rand(&[2, 4, 3, 3], 4), rand(&[4], 5), rand(&[4], 6)],
+            "group_norm",
+        );
+    }
+    let err = kernels::group_norm::group_norm(&inputs[0], &inputs[1], &inputs[2], 4, 1e-6, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4 groups"), "{err}");
 }

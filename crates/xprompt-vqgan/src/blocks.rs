@@ -3,7 +3,7 @@
 //! (nearest x2 + conv). Reference: taming `modules/diffusionmodules/model.py`, identical to
 //! Lumina-mGPT `chameleon_vae_ori/vqgan.py` (CHAMELEON_LUMINA.md §4.2).
 use crate::config::NORM_EPS;
-use crate::nn::{pad_right_bottom, softmax_last_dim, Conv2d, GroupNorm};
+use crate::nn::{softmax_last_dim, Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -105,7 +105,7 @@ pub struct Downsample {
 impl Downsample {
     pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::new(c, c, 3, 0, 2, vb.pp("conv"))?,
+            conv: Conv2d::downsample(c, vb.pp("conv"))?,
         })
     }
 }
@@ -114,7 +114,7 @@ impl Module for Downsample {
     /// # Shapes
     /// `(B, C, H, W) -> (B, C, H/2, W/2)` (even H, W)
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv.forward(&pad_right_bottom(x)?)
+        self.conv.forward(x)
     }
 }
 
@@ -136,7 +136,6 @@ impl Module for Upsample {
     /// # Shapes
     /// `(B, C, H, W) -> (B, C, 2H, 2W)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+        self.conv.forward_upsampled(x)
     }
 }

@@ -23,6 +23,21 @@ pub enum BenchCommand {
     Vq(super::vq::BenchArgs),
     /// Training throughput (tokens/s) and peak memory on synthetic in-context samples.
     Train(TrainBenchArgs),
+    /// `train-vq` optimiser steps per second on synthetic crops (forward, loss, backward, AdamW).
+    TrainVq(TrainVqBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainVqBenchArgs {
+    /// A `train-vq` experiment config (model, batch size, crop).
+    #[arg(long)]
+    config: PathBuf,
+    /// Timed optimiser steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -89,7 +104,29 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Incontext(a) => incontext(a),
         BenchCommand::Vq(a) => super::vq::bench(a),
         BenchCommand::Train(a) => train(a),
+        BenchCommand::TrainVq(a) => train_vq(a),
     }
+}
+
+fn train_vq(a: TrainVqBenchArgs) -> Result<()> {
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let cfg = xprompt_vqgan::train::TrainConfig::from_file(&a.config)?;
+    let t = xprompt_vqgan::train::bench::time_steps(&cfg, a.steps, &Device::Cpu)?;
+    let threads = candle_core::utils::get_num_threads();
+    if a.json {
+        let mut v = serde_json::to_value(&t)?;
+        v["threads"] = threads.into();
+        v["peak_rss_mb"] = peak_rss_mb().into();
+        println!("{v}");
+    } else {
+        println!(
+            "train-vq: {} parameters, batch {} of {}x{} crops, {threads} threads: {:.3} s/step ({:.2} steps/s) over {} steps; peak RSS {:.0} MB",
+            t.params, t.batch, t.crop, t.crop, t.s_per_step, 1.0 / t.s_per_step, t.steps, peak_rss_mb()
+        );
+    }
+    Ok(())
 }
 
 fn preset(name: &str) -> Result<ChameleonConfig> {

@@ -1,4 +1,4 @@
-//! `xprompt vq encode|decode|roundtrip|convert|bench`: the VQGAN image tokenizer from the
+//! `xprompt vq encode|decode|roundtrip|eval|convert|bench`: the VQGAN image tokenizer from the
 //! command line (issue 3). Thin: argument checks here, all work in `xprompt_vqgan`.
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -23,6 +23,9 @@ pub enum VqCommand {
     Decode(DecodeArgs),
     /// Encode then decode an image; prints PSNR/SSIM against the preprocessed input.
     Roundtrip(RoundtripArgs),
+    /// Reconstruction quality on a set of images at their own size: mean PSNR/SSIM and
+    /// codebook usage (fraction of codes used, perplexity).
+    Eval(EvalArgs),
     /// Write vqgan.safetensors from a vqgan.ckpt (PyTorch/Lightning) checkpoint.
     Convert(ConvertArgs),
     /// Encode/decode images per second on random weights or a tokenizer directory.
@@ -40,6 +43,23 @@ pub struct ImageArgs {
     /// Crop at a seeded random offset (Lumina crops randomly) instead of the centre.
     #[arg(long)]
     pub random_crop_seed: Option<u64>,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Tokenizer directory.
+    #[arg(long)]
+    pub vqgan: PathBuf,
+    /// Directory of .png/.jpg images (recursive) or a text file listing image paths; each is
+    /// used at its own size, which must be a multiple of the downsampling factor.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -126,6 +146,7 @@ pub fn run(cmd: VqCommand) -> Result<()> {
         VqCommand::Encode(a) => encode(a),
         VqCommand::Decode(a) => decode(a),
         VqCommand::Roundtrip(a) => roundtrip(a),
+        VqCommand::Eval(a) => eval(a),
         VqCommand::Convert(a) => convert(a),
         VqCommand::Bench(a) => bench(a),
     }
@@ -146,6 +167,23 @@ fn load_model(dir: &Path) -> Result<Vqgan> {
 
 /// Load and preprocess an image into model input.
 fn prepare(model: &Vqgan, image: &Path, a: &ImageArgs) -> Result<xprompt_vqgan::U8Image> {
+    let (img, source) = prepare_quietly(model, image, a)?;
+    eprintln!(
+        "{}: {source} -> {}x{}",
+        image.display(),
+        img.width,
+        img.height
+    );
+    Ok(img)
+}
+
+/// [`prepare`] without the line on stderr (for commands that read many images); also
+/// returns the source's size and kind.
+fn prepare_quietly(
+    model: &Vqgan,
+    image: &Path,
+    a: &ImageArgs,
+) -> Result<(xprompt_vqgan::U8Image, String)> {
     let loaded = load_image(image, a.max_pixels)?;
     let opts = PreprocessOptions {
         target_size: if a.no_resize { None } else { Some(a.size) },
@@ -167,16 +205,11 @@ fn prepare(model: &Vqgan, image: &Path, a: &ImageArgs) -> Result<xprompt_vqgan::
             img.height
         );
     }
-    eprintln!(
-        "{}: {}x{} {} -> {}x{}",
-        image.display(),
-        loaded.image.width,
-        loaded.image.height,
-        loaded.source_kind,
-        img.width,
-        img.height
+    let source = format!(
+        "{}x{} {}",
+        loaded.image.width, loaded.image.height, loaded.source_kind
     );
-    Ok(img)
+    Ok((img, source))
 }
 
 fn encode(a: EncodeArgs) -> Result<()> {
@@ -286,6 +319,57 @@ fn roundtrip(a: RoundtripArgs) -> Result<()> {
         ssim(&img, &rec)?,
         a.out.display()
     );
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let model = load_model(&a.vqgan)?;
+    let paths = xprompt_vqgan::train::data::list_images(&a.images)?;
+    if paths.is_empty() {
+        bail!("{}: no images to evaluate", a.images.display());
+    }
+    let img_args = ImageArgs {
+        size: 0,
+        no_resize: true,
+        random_crop_seed: None,
+        max_pixels: a.max_pixels,
+    };
+    let n_embed = model.config().n_embed;
+    let mut counts = vec![0u64; n_embed];
+    let (mut p_sum, mut s_sum) = (0.0, 0.0);
+    for path in &paths {
+        let (img, _) = prepare_quietly(&model, path, &img_args)?;
+        let grid = model.encode(&to_tensor(&img, model.device())?)?;
+        for &c in &grid.codes {
+            counts[c as usize] += 1;
+        }
+        let rec = to_u8_image(&model.decode(&grid)?)?;
+        p_sum += psnr(&img, &rec)?.min(100.0);
+        s_sum += ssim(&img, &rec)?;
+    }
+    let n = paths.len() as f64;
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64 / total) * (c as f64 / total).ln())
+        .sum();
+    let used = counts.iter().filter(|&&c| c > 0).count();
+    let (mean_psnr, mean_ssim) = (p_sum / n, s_sum / n);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"images": paths.len(), "psnr": mean_psnr, "ssim": mean_ssim,
+                "codes_used": used, "n_embed": n_embed, "perplexity": entropy.exp()})
+        );
+    } else {
+        println!(
+            "{} images: PSNR {mean_psnr:.2} dB, SSIM {mean_ssim:.4}; codes used {used}/{n_embed} ({:.1} %), perplexity {:.1}",
+            paths.len(),
+            100.0 * used as f64 / n_embed as f64,
+            entropy.exp()
+        );
+    }
     Ok(())
 }
 

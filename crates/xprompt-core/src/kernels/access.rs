@@ -97,16 +97,19 @@ pub(crate) fn matmul<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>, scale: T, acc
 
 /// [`matmul`] for one large product, spread over candle's CPU thread count.
 pub(crate) fn matmul_parallel<T: Real>(out: &mut [T], a: Mat<T>, b: Mat<T>) {
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    matmul_with(out, a, b, T::one(), false, parallelism)
+    matmul_with(out, a, b, T::one(), false, parallelism())
 }
 
-fn matmul_with<T: Real>(
+/// gemm's parallelism for one product spread over candle's CPU thread count.
+pub(crate) fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `out = scale · a · b` (`+= ` when `accumulate`) with the given gemm parallelism.
+pub(crate) fn matmul_with<T: Real>(
     out: &mut [T],
     a: Mat<T>,
     b: Mat<T>,

@@ -2,7 +2,8 @@
 //! autograd graphs dominate a training step — attention under an additive mask
 //! (`attention`), the q/k LayerNorm + RoPE (`qk_prep`), RMSNorm and per-head LayerNorm
 //! (`norm`), RoPE alone (`rope`), SwiGLU (`swiglu`), linear layers (`linear`) and the
-//! cross-entropy + z-loss of training (`cross_entropy`).
+//! cross-entropy + z-loss of training (`cross_entropy`), and for the image tokenizer the
+//! convolution (`conv2d`) and GroupNorm with fused swish (`group_norm`).
 //!
 //! Each kernel is a candle custom op whose `bwd` computes the exact gradient, so unlike
 //! candle's own fused kernels (which record no gradient) they can be used for training. They
@@ -13,7 +14,10 @@
 
 mod access;
 pub mod attention;
+pub mod conv2d;
+mod conv2d_shifted;
 pub mod cross_entropy;
+pub mod group_norm;
 pub mod linear;
 pub mod norm;
 pub mod qk_prep;

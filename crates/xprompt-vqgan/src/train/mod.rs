@@ -6,10 +6,12 @@
 //! - `data`: image list, decoding, deterministic batches and held-out crops.
 //! - `step`: the loss (reconstruction + codebook + commitment, straight-through estimator).
 //! - `trainer`: the loop, dead-code re-seeding, evaluation, atomic checkpoints and resume.
+//! - `bench`: timing of optimiser steps on synthetic crops (`xprompt bench train-vq`).
 //!
 //! Codebook health uses dead-code re-seeding from the current batch's encoder outputs (not
 //! an EMA codebook): it is simple, deterministic and keeps usage high on small data.
 pub mod adamw;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod init;
