@@ -108,8 +108,28 @@ fn quiet_candle_workers() {
     }
 }
 
+/// `println!` panics when stdout cannot be written (a full disk, `> /dev/full`): turn that
+/// one panic into an ordinary error exit naming the cause; every other panic is left as is.
+fn stdout_errors_are_errors() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(cause) = msg.strip_prefix("failed printing to stdout: ") {
+            eprintln!("error: cannot write to standard output: {cause}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
     restore_default_sigpipe();
+    stdout_errors_are_errors();
     tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(

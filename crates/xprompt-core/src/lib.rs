@@ -19,6 +19,7 @@ pub mod model;
 pub mod model_dir;
 pub mod npy;
 pub mod ops;
+pub mod safe_fs;
 pub mod sequence;
 pub mod tokenizer;
 pub mod vocab;

@@ -108,6 +108,7 @@ pub fn save(path: &Path, ctx: &TaskContext, meta: &TaskMeta) -> Result<()> {
                 .map_err(|e| err(e.to_string()))
         })
         .collect::<Result<_>>()?;
+    xprompt_core::safe_fs::refuse_non_regular(path).map_err(|e| err(e.to_string()))?;
     let tmp = path.with_extension("xpt.tmp");
     safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot move into place: {e}")))

@@ -397,3 +397,46 @@ fn training_neighbours_exclude_the_example_itself() {
         assert_eq!(ns[0].0, others[0], "{}", ex.content.instruction);
     }
 }
+
+#[test]
+fn a_log_that_lost_committed_bytes_is_damage_not_a_torn_tail() {
+    let t = tempfile::tempdir().unwrap();
+    drop(filled(t.path()));
+    // The file loses its last few bytes after the commit (a bad copy, a filesystem fault):
+    // the last record looks like an interrupted write, but the snapshot recorded it.
+    let log = t.path().join("db/log.xpl");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&log, &bytes).unwrap();
+    let v = read_only(t.path()).verify().unwrap();
+    assert!(!v.ok(), "verify must report the loss: {v:?}");
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.contains("log.xpl") && p.contains("committed")),
+        "{v:?}"
+    );
+    // A writer refuses to open rather than cut the committed record off; nothing changes.
+    let snap = std::fs::read(t.path().join("db/index.snap")).unwrap();
+    let err = Database::open(
+        &t.path().join("db"),
+        &DbOptions {
+            write: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("opening for writing must fail")
+    .to_string();
+    assert!(
+        err.contains("committed") && err.contains("not opening it for writing"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
+    assert_eq!(std::fs::read(t.path().join("db/index.snap")).unwrap(), snap);
+    // Readers still get every record that is intact.
+    let hits = read_only(t.path())
+        .search(INSTRUCTIONS[0].0, 20, None, SearchMode::Exact)
+        .unwrap();
+    assert_eq!(hits.len(), INSTRUCTIONS.len() - 1);
+}

@@ -227,6 +227,30 @@ impl Experiment {
                 return Err(bad(format!("sample.{name} = {v} must be in [0, 1]")));
             }
         }
+        // Numbers that would train a NaN model or do nothing, each named.
+        let t = &e.train;
+        let o = &e.optim;
+        for (name, v, ok) in [
+            ("train.lr", t.lr, t.lr > 0.0),
+            (
+                "train.min_lr",
+                t.min_lr,
+                t.min_lr >= 0.0 && t.min_lr <= t.lr,
+            ),
+            ("train.z_loss", t.z_loss, t.z_loss >= 0.0),
+            ("train.dropout", t.dropout, (0.0..1.0).contains(&t.dropout)),
+            ("optim.beta1", o.beta1, (0.0..1.0).contains(&o.beta1)),
+            ("optim.beta2", o.beta2, (0.0..1.0).contains(&o.beta2)),
+            ("optim.eps", o.eps, o.eps > 0.0),
+            ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0.0),
+            ("optim.clip_norm", o.clip_norm, o.clip_norm >= 0.0),
+        ] {
+            if !v.is_finite() || !ok {
+                return Err(bad(format!(
+                    "{name} = {v} is out of range (learning rates > 0, min_lr ≤ lr, betas and dropout in [0, 1), the rest ≥ 0, all finite)"
+                )));
+            }
+        }
         if e.model.train.as_ref().is_some_and(|t| t.is_empty()) {
             return Err(bad("model.train is empty: nothing would be trained".into()));
         }

@@ -53,7 +53,7 @@ pub struct CreateArgs {
     /// `clip:<dir>` (a Hugging Face CLIP directory).
     #[arg(long, default_value = "lexical")]
     pub embedder: String,
-    /// Lexical embedder dimension.
+    /// Lexical embedder dimension (1 to 65536; default 1024).
     #[arg(long)]
     pub dim: Option<usize>,
 }

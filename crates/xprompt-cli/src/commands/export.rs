@@ -62,9 +62,7 @@ fn probe_logits(dir: &std::path::Path) -> Result<Vec<f32>> {
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    if a.out == a.model {
-        bail!("--out must differ from --model");
-    }
+    xprompt_core::safe_fs::refuse_output_over_input("--out", &a.out, &[("--model", &a.model)])?;
     let md = ModelDir::open(&a.model)?;
     std::fs::create_dir_all(a.out.join("vqgan"))
         .with_context(|| format!("creating {}", a.out.display()))?;

@@ -67,7 +67,7 @@ pub struct GenerateArgs {
     /// similarity of their instructions to --prompt.
     #[arg(long, conflicts_with_all = ["examples", "task"])]
     pub raie: Option<PathBuf>,
-    /// Number of retrieved examples.
+    /// Number of retrieved examples (1 to 64).
     #[arg(long, default_value_t = 1)]
     pub raie_k: usize,
     /// Only retrieve examples of this task.
@@ -99,6 +99,66 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The files a request reads, as `(flag, path)`: outputs must not land on any of them.
+fn input_paths(ex: &ExampleArgs, extra: &[(&'static str, &Path)]) -> Vec<(String, PathBuf)> {
+    let mut inputs: Vec<(String, PathBuf)> = extra
+        .iter()
+        .map(|(f, p)| (f.to_string(), p.to_path_buf()))
+        .collect();
+    inputs.push(("--model".into(), ex.model.clone()));
+    for spec in &ex.examples {
+        if let Some((input, output)) = spec.split_once('=') {
+            inputs.push((format!("--example {spec}"), PathBuf::from(input)));
+            if !output.starts_with("text:") {
+                inputs.push((format!("--example {spec}"), PathBuf::from(output)));
+            }
+        }
+    }
+    inputs
+}
+
+/// Refuses an output path that would overwrite one of the request's inputs.
+fn check_output(out: &Path, inputs: &[(String, PathBuf)]) -> Result<()> {
+    let pairs: Vec<(&str, &Path)> = inputs
+        .iter()
+        .map(|(f, p)| (f.as_str(), p.as_path()))
+        .collect();
+    xprompt_core::safe_fs::refuse_output_over_input("--out", out, &pairs)?;
+    Ok(())
+}
+
+/// Sampling numbers a user can get wrong: each must be finite and in range.
+fn check_sampling(a: &GenerateArgs) -> Result<()> {
+    if let Some(c) = a.cfg {
+        if !c.is_finite() || c < 0.0 {
+            bail!("--cfg {c} must be a finite number ≥ 0 (1 = no guidance)");
+        }
+    }
+    if let Some(t) = a.temperature {
+        if !t.is_finite() || t <= 0.0 {
+            bail!("--temperature {t} must be a finite number > 0");
+        }
+    }
+    for (flag, k) in [
+        ("--image-top-k", a.image_top_k),
+        ("--text-top-k", a.text_top_k),
+    ] {
+        if k == Some(0) {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if a.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    if a.raie.is_some() && !(1..=MAX_RAIE_K).contains(&a.raie_k) {
+        bail!("--raie-k {} must be between 1 and {MAX_RAIE_K}", a.raie_k);
+    }
+    Ok(())
+}
+
+/// The most examples RAIE may retrieve for one request.
+pub const MAX_RAIE_K: usize = 64;
 
 fn mode_of(p: &Pipeline, a: &ExampleArgs, has_examples: bool) -> PromptMode {
     if a.zero_shot || !has_examples {
@@ -189,10 +249,12 @@ fn compile(p: &Pipeline, a: &ExampleArgs) -> Result<(TaskContext, TaskMeta, Vec<
 }
 
 pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
-    let p = Pipeline::load(&a.ex.model)?;
     if a.ex.examples.is_empty() {
         bail!("compile-task needs at least one --example IN=OUT");
     }
+    check_output(&a.out, &input_paths(&a.ex, &[]))?;
+    xprompt_core::safe_fs::refuse_non_regular(&a.out)?;
+    let p = Pipeline::load(&a.ex.model)?;
     let t = Instant::now();
     let (ctx, meta, _) = compile(&p, &a.ex)?;
     task_context::save(&a.out, &ctx, &meta)?;
@@ -253,6 +315,16 @@ fn retrieve(a: &mut GenerateArgs) -> Result<()> {
 }
 
 pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
+    check_sampling(&a)?;
+    let mut reads: Vec<(&'static str, &Path)> =
+        a.queries.iter().map(|q| ("--query", q.as_path())).collect();
+    if let Some(t) = &a.task {
+        reads.push(("--task", t.as_path()));
+    }
+    if let Some(db) = &a.raie {
+        reads.push(("--raie", db.as_path()));
+    }
+    check_output(&a.out, &input_paths(&a.ex, &reads))?;
     retrieve(&mut a)?;
     let p = Pipeline::load(&a.ex.model)?;
     let size = a.ex.size.unwrap_or_else(|| p.default_image_size());

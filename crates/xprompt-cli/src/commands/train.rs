@@ -43,14 +43,22 @@ fn available_memory_bytes() -> Option<f64> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    if !a.resume {
+        // A fresh run writes config, tokenizer, weights and vqgan/ into --out: over an
+        // existing model directory that would leave a mix of two models.
+        xprompt_core::safe_fs::refuse_non_empty_dir(
+            "--out",
+            &a.out,
+            "pass --resume to continue the run there, or choose another --out",
+        )?;
+    }
+    if let Some(m) = a.minutes {
+        if !m.is_finite() || m <= 0.0 {
+            bail!("--minutes {m} must be a finite number > 0");
+        }
+    }
     let (exp, toml_text) = Experiment::from_file(&a.config)?;
     let ckpts = list_checkpoints(&a.out.join("checkpoints"))?;
-    if !a.resume && !ckpts.is_empty() {
-        bail!(
-            "{} already has checkpoints; pass --resume to continue or choose another --out",
-            a.out.display()
-        );
-    }
     let data = load_data(&exp)?;
     eprintln!(
         "data: {} train / {} val items, {} skipped{}",

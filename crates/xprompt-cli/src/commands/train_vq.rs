@@ -1,6 +1,6 @@
 //! `xprompt train-vq --config CFG.toml --images DIR_OR_LIST --out DIR`: train a VQGAN of the
 //! taming architecture (issue 3). The output directory is a tokenizer directory for `xprompt vq`.
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +59,20 @@ fn show(p: &Progress) {
 
 pub fn run(a: TrainVqArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&a.config)?;
+    if let Some(m) = a.minutes {
+        if !m.is_finite() || m <= 0.0 {
+            bail!("--minutes {m} must be a finite number > 0");
+        }
+    }
+    // An existing checkpoint gets the trainer's own message; anything else already in --out
+    // (a tokenizer, a model) would be overwritten by the first checkpoint.
+    if !a.resume && !a.out.join("train").join("latest").exists() {
+        xprompt_core::safe_fs::refuse_non_empty_dir(
+            "--out",
+            &a.out,
+            "choose another --out (or pass --resume to continue a run there)",
+        )?;
+    }
     let opts = TrainOptions {
         resume: a.resume,
         time_limit_s: a.minutes.map(|m| m * 60.0),

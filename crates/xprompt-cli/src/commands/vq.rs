@@ -269,6 +269,14 @@ fn decode(a: DecodeArgs) -> Result<()> {
             a.width
         );
     }
+    let pixels = (a.height as u64).checked_mul(a.width as u64);
+    if pixels.is_none_or(|p| p > DEFAULT_MAX_PIXELS) {
+        bail!(
+            "--height {} x --width {} is more than {DEFAULT_MAX_PIXELS} pixels",
+            a.height,
+            a.width
+        );
+    }
     let codes = read_codes(&a.codes)?;
     let (h, w) = (a.height / f, a.width / f);
     if codes.len() != h * w {

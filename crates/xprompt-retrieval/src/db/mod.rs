@@ -382,6 +382,22 @@ impl Database {
             }
             Err(why) => {
                 let (frames, scan) = log::scan_file(&db.log_path)?;
+                if opts.write {
+                    // Before the snapshot is rewritten (losing the evidence) and the writer
+                    // cuts an incomplete last frame off: that frame may be a commit the log
+                    // lost, not an interrupted write.
+                    if let Some(lost) = db.lost_commit(&scan) {
+                        return Err(Error::Database {
+                            path: dir.to_path_buf(),
+                            what: format!(
+                                "{lost}; not opening it for writing, which would cut the rest off. \
+                                 Keep a copy of the directory; restore log.xpl from a backup, or \
+                                 truncate it to byte {} yourself to accept the loss",
+                                scan.valid_end
+                            ),
+                        });
+                    }
+                }
                 db.report.torn_tail = scan.torn_tail.clone();
                 db.report.damaged = scan.damaged.clone();
                 let previous = db.stale_vectors();
@@ -400,6 +416,30 @@ impl Database {
             db.writer = Some(LogWriter::open(&db.log_path, &scan)?);
         }
         Ok(db)
+    }
+
+    /// The log bytes the last commit recorded as durable (the snapshot's `log_len`), when a
+    /// snapshot can be read.
+    fn committed_log_len(&self) -> Option<u64> {
+        Snapshot::read(&self.snapshot_path())
+            .ok()
+            .map(|s| s.header.log_len)
+    }
+
+    /// A description of committed log bytes that are gone: the log ends (validly) before the
+    /// length the last commit recorded. A torn tail inside that range is a lost commit, not
+    /// an interrupted write.
+    pub(crate) fn lost_commit(&self, scan: &log::ScanReport) -> Option<String> {
+        let committed = self.committed_log_len()?;
+        (scan.valid_end < committed).then(|| {
+            format!(
+                "{}: the log's valid records end at byte {} but {committed} bytes were committed \
+                 (index snapshot): the end of the log is lost, with the record(s) after byte {}",
+                self.log_path.display(),
+                scan.valid_end,
+                scan.valid_end
+            )
+        })
     }
 
     fn snapshot_path(&self) -> PathBuf {

@@ -111,6 +111,12 @@ impl Database {
             .into_iter()
             .next()
             .unwrap_or_default();
+        if k == 0 {
+            return Err(Error::InvalidInput("k must be at least 1".into()));
+        }
+        // More hits than records cannot be returned: bound what is allocated by the data,
+        // not by the request (a huge k used to overflow the capacity computation).
+        let k = k.min(self.rows.len());
         // A few spare hits stand in for records that turn out damaged (found by `verify`;
         // opening checks only the end of the log).
         let hits = self.search_vector(&qv, k + 4, task_id, mode);

@@ -45,7 +45,9 @@ impl Database {
                 d.reason
             ));
         }
-        if let Some(t) = &scan.torn_tail {
+        if let Some(lost) = self.lost_commit(&scan) {
+            rep.problems.push(lost);
+        } else if let Some(t) = &scan.torn_tail {
             rep.notes.push(format!(
                 "{lp}: incomplete last record at byte {} ({} bytes, an interrupted write; cut off by the next writer)",
                 t.offset, t.len

@@ -13,10 +13,14 @@ use crate::error::{Error, Result};
 
 pub const NAME: &str = "lexical-v1";
 
+/// The largest lexical dimension: every record stores a vector of this many f32s, so
+/// 65536 (256 KiB per record) is already far past where more buckets help.
+pub const MAX_DIM: usize = 65_536;
+
 /// Parameters fixed at database creation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LexicalParams {
-    /// Output dimension (hash buckets).
+    /// Output dimension (hash buckets), 1 to [`MAX_DIM`].
     pub dim: usize,
     /// Character n-gram lengths (inclusive), over each word padded as `<word>`.
     pub char_min: usize,
@@ -84,8 +88,13 @@ pub fn words(text: &str) -> Vec<String> {
 
 impl LexicalEmbedder {
     pub fn new(params: LexicalParams) -> Result<Self> {
-        if params.dim == 0
-            || params.char_min == 0
+        if !(1..=MAX_DIM).contains(&params.dim) {
+            return Err(Error::InvalidInput(format!(
+                "lexical embedder dimension {} must be between 1 and {MAX_DIM}",
+                params.dim
+            )));
+        }
+        if params.char_min == 0
             || params.char_min > params.char_max
             || !(8..=26).contains(&params.idf_bits)
         {

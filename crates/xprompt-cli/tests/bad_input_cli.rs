@@ -1,0 +1,319 @@
+//! Careless and hostile inputs that used to lose data, panic or run away: each is refused with
+//! an error naming the problem, exits non-zero, never panics, and leaves its inputs as they
+//! were.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn xprompt_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Asserts a refusal: non-zero exit, no panic, and every `needle` in the message.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected an error, got success: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "message lacks {n:?}: {err}");
+    }
+}
+
+/// Every file under `dir` with its bytes, sorted: equal before and after means untouched.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory that looks like a model: a few named files with content.
+fn fake_model(dir: &Path) {
+    std::fs::create_dir_all(dir.join("vqgan")).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "vqgan/vqgan.yaml",
+    ] {
+        std::fs::write(dir.join(f), format!("contents of {f}")).unwrap();
+    }
+}
+
+#[test]
+fn export_refuses_its_own_model_directory_however_spelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    fake_model(&model);
+    std::os::unix::fs::symlink(&model, tmp.path().join("link")).unwrap();
+    let before = snapshot(&model);
+    for out in ["./m/", "m/../m", "link"] {
+        let o = xprompt_in(tmp.path(), &["export", "--model", "m", "--out", out]);
+        assert_refused(&o, &["--out", "same location as --model"]);
+    }
+    assert_eq!(snapshot(&model), before);
+}
+
+#[test]
+fn train_refuses_to_start_fresh_over_an_existing_model_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    fake_model(&model);
+    let before = snapshot(&model);
+    let cfg = repo().join("configs/default-model.toml");
+    let o = xprompt_in(
+        tmp.path(),
+        &["train", "--config", cfg.to_str().unwrap(), "--out", "m"],
+    );
+    assert_refused(&o, &["--out", "not empty", "--resume"]);
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "train-vq",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--images",
+            ".",
+            "--out",
+            "m",
+        ],
+    );
+    assert!(!o.status.success());
+    assert_eq!(snapshot(&model), before);
+    // The tokenizer trainer refuses a non-empty --out before it reads any image.
+    let vq_cfg = repo().join("configs/default-vqgan.toml");
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "train-vq",
+            "--config",
+            vq_cfg.to_str().unwrap(),
+            "--images",
+            ".",
+            "--out",
+            "m",
+        ],
+    );
+    assert_refused(&o, &["--out", "not empty"]);
+    assert_eq!(snapshot(&model), before);
+}
+
+#[test]
+fn generate_and_compile_task_refuse_outputs_over_their_inputs_or_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("q.png"), b"query bytes").unwrap();
+    std::fs::write(tmp.path().join("a.png"), b"example in").unwrap();
+    std::fs::write(tmp.path().join("b.png"), b"example out").unwrap();
+    let before = snapshot(tmp.path());
+    let o = xprompt_in(
+        tmp.path(),
+        &["generate", "--query", "q.png", "--out", "./q.png"],
+    );
+    assert_refused(&o, &["--out", "--query"]);
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "generate",
+            "--example",
+            "a.png=b.png",
+            "--query",
+            "q.png",
+            "--out",
+            "b.png",
+        ],
+    );
+    assert_refused(&o, &["--out", "--example a.png=b.png"]);
+    let o = xprompt_in(
+        tmp.path(),
+        &["compile-task", "--example", "a.png=b.png", "--out", "a.png"],
+    );
+    assert_refused(&o, &["--out", "--example"]);
+    assert_eq!(snapshot(tmp.path()), before);
+    // A device is never replaced by a file.
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "compile-task",
+            "--example",
+            "a.png=b.png",
+            "--out",
+            "/dev/null",
+        ],
+    );
+    assert_refused(&o, &["/dev/null", "not a regular file"]);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
+
+#[test]
+fn sampling_numbers_out_of_range_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value, needle) in [
+        ("--temperature", "NaN", "--temperature NaN"),
+        ("--temperature", "-1", "--temperature -1"),
+        ("--cfg", "inf", "--cfg inf"),
+        ("--cfg", "-2", "--cfg -2"),
+        ("--max-tokens", "0", "--max-tokens"),
+        ("--image-top-k", "0", "--image-top-k"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let o = xprompt_in(tmp.path(), &["generate", "--prompt", "a cat", &arg]);
+        assert_refused(&o, &[needle]);
+    }
+    for k in ["0", "100000"] {
+        let o = xprompt_in(
+            tmp.path(),
+            &["generate", "--prompt", "x", "--raie", "db", "--raie-k", k],
+        );
+        assert_refused(&o, &["--raie-k", "between 1 and 64"]);
+    }
+    for m in ["--minutes=-5", "--minutes=NaN"] {
+        let o = xprompt_in(
+            tmp.path(),
+            &["train", "--config", "x.toml", "--out", "new", m],
+        );
+        assert_refused(&o, &["--minutes"]);
+    }
+}
+
+#[test]
+fn training_configs_with_impossible_numbers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo().join("configs/default-model.toml")).unwrap();
+    for (line, needle) in [("lr = -1e-3", "train.lr"), ("lr = nan", "train.lr")] {
+        let text = base.replace("lr = 1e-3", line);
+        assert_ne!(text, base, "the default config sets lr = 1e-3");
+        let cfg = tmp.path().join("bad.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let o = xprompt_in(
+            &repo(),
+            &[
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                tmp.path().join("out").to_str().unwrap(),
+            ],
+        );
+        assert_refused(&o, &[needle]);
+    }
+}
+
+#[test]
+fn database_and_decoder_limits_hold_without_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = xprompt_in(
+        tmp.path(),
+        &["db", "create", "huge", "--dim", "1000000000000"],
+    );
+    assert_refused(&o, &["dimension", "65536"]);
+    assert!(xprompt_in(tmp.path(), &["db", "create", "db"])
+        .status
+        .success());
+    let img = tmp.path().join("a.png");
+    image::RgbImage::from_pixel(16, 16, image::Rgb([10, 200, 30]))
+        .save(&img)
+        .unwrap();
+    let add = xprompt_in(
+        tmp.path(),
+        &[
+            "db",
+            "add",
+            "db",
+            "--task",
+            "t",
+            "--instruction",
+            "make it red",
+            "--input",
+            "a.png",
+            "--output",
+            "a.png",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "db",
+            "search",
+            "db",
+            "make it red",
+            "-k",
+            "18446744073709551615",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = xprompt_in(
+        tmp.path(),
+        &["db", "search", "db", "make it red", "-k", "0"],
+    );
+    assert_refused(&o, &["k must be at least 1"]);
+
+    std::fs::write(tmp.path().join("codes.json"), "[1, 2, 3, 4]").unwrap();
+    let vq = repo().join("models/default/vqgan");
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "vq",
+            "decode",
+            "--vqgan",
+            vq.to_str().unwrap(),
+            "--codes",
+            "codes.json",
+            "--height",
+            "4294967296",
+            "--width",
+            "4294967296",
+            "--out",
+            "x.png",
+        ],
+    );
+    assert_refused(&o, &["--height", "pixels"]);
+}
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(xprompt_in(tmp.path(), &["db", "create", "db"])
+        .status
+        .success());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(tmp.path())
+        .args(["db", "stats", "db"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_refused(&o, &["cannot write to standard output"]);
+}
