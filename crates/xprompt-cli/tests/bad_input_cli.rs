@@ -317,3 +317,32 @@ fn a_full_stdout_is_an_error_not_a_panic() {
         .unwrap();
     assert_refused(&o, &["cannot write to standard output"]);
 }
+
+#[test]
+fn too_many_examples_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, v) in [("a.png", 40u8), ("b.png", 200u8)] {
+        image::RgbImage::from_pixel(64, 64, image::Rgb([v, v / 2, 255 - v]))
+            .save(tmp.path().join(name))
+            .unwrap();
+    }
+    let model = repo().join("models/default");
+    let mut args: Vec<String> = vec![
+        "generate".into(),
+        "--model".into(),
+        model.to_string_lossy().into(),
+    ];
+    for _ in 0..40 {
+        args.extend(["--example".into(), "a.png=b.png".into()]);
+    }
+    args.extend([
+        "--query".into(),
+        "a.png".into(),
+        "--out".into(),
+        "o.png".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = xprompt_in(tmp.path(), &args);
+    assert_refused(&o, &["positions", "max_position_embeddings", "fewer"]);
+    assert!(!tmp.path().join("o.png").exists());
+}

@@ -68,8 +68,13 @@ impl<'m> Engine<'m> {
             return Err(GenerateError::Request("empty task context".into()));
         }
         self.check_ids(&context.ids)?;
-        let dev = self.device();
         let t = context.len();
+        self.check_positions(
+            t,
+            "the in-context examples",
+            "give fewer or smaller examples",
+        )?;
+        let dev = self.device();
         let ids = Tensor::from_vec(context.ids.clone(), (1, t), dev)?;
         let bias = context.bias(mode, dev)?;
         let mut cache = self.model.new_cache();
@@ -92,6 +97,19 @@ impl<'m> Engine<'m> {
             examples_len,
             xprompt_len,
         })
+    }
+
+    /// Refuses, before any allocation, a sequence longer than the model's positions
+    /// (`max_position_embeddings`): past it RoPE positions were never trained and the
+    /// attention's memory grows with the square of the length.
+    fn check_positions(&self, needed: usize, what: &str, fix: &str) -> Result<()> {
+        let limit = self.model.config().max_position_embeddings;
+        if needed > limit {
+            return Err(GenerateError::Request(format!(
+                "{what} need {needed} positions but the model has {limit} (max_position_embeddings); {fix}"
+            )));
+        }
+        Ok(())
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
@@ -140,6 +158,16 @@ impl<'m> Engine<'m> {
         max_tokens: usize,
         on_token: &mut dyn FnMut(Progress),
     ) -> Result<Vec<u32>> {
+        // An image answer has a known length (rows of codes plus row ends and markers); a
+        // text answer may use all of max_tokens.
+        let answer = grammar
+            .grid()
+            .map_or(max_tokens, |(r, c)| (r * (c + 1) + 5).min(max_tokens));
+        self.check_positions(
+            ctx.next_position + query_ids.len() + answer,
+            "the examples, the query and the answer",
+            "give fewer or smaller examples, a smaller query or a lower max_tokens",
+        )?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut cache = ctx.cache.snapshot()?;
         let mut pos = ctx.next_position;
