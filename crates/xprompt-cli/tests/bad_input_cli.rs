@@ -346,3 +346,46 @@ fn too_many_examples_are_refused_before_any_work() {
     assert_refused(&o, &["positions", "max_position_embeddings", "fewer"]);
     assert!(!tmp.path().join("o.png").exists());
 }
+
+#[test]
+fn nan_weights_are_named_instead_of_an_empty_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = repo().join("models/default");
+    let model = tmp.path().join("nan-model");
+    std::fs::create_dir_all(model.join("vqgan")).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(src.join("vqgan")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, model.join("vqgan").join(p.file_name().unwrap())).unwrap();
+    }
+    let dev = candle_core::Device::Cpu;
+    let mut w = candle_core::safetensors::load(src.join("model.safetensors"), &dev).unwrap();
+    let norm = w.get("model.norm.weight").unwrap();
+    let nan = candle_core::Tensor::full(f32::NAN, norm.dims(), &dev)
+        .unwrap()
+        .to_dtype(norm.dtype())
+        .unwrap();
+    w.insert("model.norm.weight".into(), nan);
+    candle_core::safetensors::save(&w, model.join("model.safetensors")).unwrap();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([90, 30, 200]))
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "generate",
+            "--model",
+            "nan-model",
+            "--example",
+            "a.png=a.png",
+            "--query",
+            "a.png",
+            "--out",
+            "o.png",
+        ],
+    );
+    assert_refused(&o, &["non-finite logits", "weights"]);
+    assert!(!tmp.path().join("o.png").exists());
+}

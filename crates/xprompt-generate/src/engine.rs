@@ -158,15 +158,13 @@ impl<'m> Engine<'m> {
         max_tokens: usize,
         on_token: &mut dyn FnMut(Progress),
     ) -> Result<Vec<u32>> {
-        // An image answer has a known length (rows of codes plus row ends and markers); a
-        // text answer may use all of max_tokens.
-        let answer = grammar
-            .grid()
-            .map_or(max_tokens, |(r, c)| (r * (c + 1) + 5).min(max_tokens));
+        // The answer's length is known only once its image size is chosen: check what is
+        // known now (room for at least one answer token), and the position at every step.
+        let limit = self.model.config().max_position_embeddings;
         self.check_positions(
-            ctx.next_position + query_ids.len() + answer,
-            "the examples, the query and the answer",
-            "give fewer or smaller examples, a smaller query or a lower max_tokens",
+            ctx.next_position + query_ids.len() + 1,
+            "the examples and the query",
+            "give fewer or smaller examples or a smaller query",
         )?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut cache = ctx.cache.snapshot()?;
@@ -179,6 +177,24 @@ impl<'m> Engine<'m> {
         let mut out = Vec::new();
         let use_cfg = sampler.cfg != 1.0;
         while out.len() < max_tokens {
+            if pos >= limit {
+                return Err(GenerateError::Request(format!(
+                    "the answer ran out of positions after {} tokens: the model has {limit} \
+                     (max_position_embeddings) and the examples and query took {}; give fewer \
+                     or smaller examples",
+                    out.len(),
+                    ctx.next_position + query_ids.len()
+                )));
+            }
+            for row in std::iter::once(&cond).chain(uncond.as_ref()) {
+                if row.iter().any(|v| !v.is_finite()) {
+                    return Err(GenerateError::Request(format!(
+                        "the model produced non-finite logits (NaN or infinity) at answer token {}: \
+                         its weights are probably damaged or out of range (see `xprompt inspect`)",
+                        out.len()
+                    )));
+                }
+            }
             let tok = next_token(
                 &mut cond,
                 uncond.as_deref(),
