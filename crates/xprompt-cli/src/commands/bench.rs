@@ -49,6 +49,9 @@ pub struct TrainBenchArgs {
     pub batch_samples: usize,
     #[arg(long, default_value_t = 1024)]
     pub context_len: usize,
+    /// Image grid side in codes (8 for a 64×64 image under an 8× tokenizer, 16 under 4×).
+    #[arg(long, default_value_t = 8)]
+    pub grid: usize,
     /// Timed optimiser steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: u64,
@@ -439,14 +442,18 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     cfg.intermediate_size = mlp;
     cfg.xp_token_ids = (named..named + 8).map(|i| i as u32).collect();
     let vocab = Vocabulary::from_map(&map, cfg.vocab_size, cfg.xp_token_ids.clone())?;
-    // Synthetic 8×8-cell image pairs of 4 tasks.
+    if a.grid == 0 {
+        bail!("--grid must be at least 1");
+    }
+    // Synthetic grid×grid image pairs of 4 tasks.
+    let n = a.grid * a.grid;
     let items: Vec<TaskItem> = (0..64)
         .map(|i| {
             let g = |s: usize| {
                 ImageGrid::new(
-                    8,
-                    8,
-                    (0..64)
+                    a.grid,
+                    a.grid,
+                    (0..n)
                         .map(|j| ((j * 37 + s * 101) % 8192) as u32)
                         .collect(),
                 )
@@ -528,7 +535,8 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({"impl": "xprompt", "params": params, "trained": plan.counts(&cfg).0, "tokens_per_step": tokens as f64 / a.steps as f64,
                 "targets_per_step": targets as f64 / a.steps as f64, "rows_per_step": rows as f64 / a.steps as f64,
-                "row_len": positions / rows.max(1), "context_len": a.context_len, "positions_per_s": positions as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
+                "row_len": positions / rows.max(1), "context_len": a.context_len, "grid": a.grid,
+                "samples_per_s": (a.batch_samples as u64 * a.steps) as f64 / secs, "positions_per_s": positions as f64 / secs, "tokens_per_s": tps, "s_per_step": secs / a.steps as f64,
                 "peak_rss_mb": peak_rss_mb()})
         );
     } else {
@@ -541,8 +549,9 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             positions / rows.max(1)
         );
         println!(
-            "training   {tps:.0} tokens/s, {:.2} s per step; peak RSS {:.0} MB",
+            "training   {tps:.0} tokens/s, {:.2} s per step, {:.1} samples/s; peak RSS {:.0} MB",
             secs / a.steps as f64,
+            (a.batch_samples as u64 * a.steps) as f64 / secs,
             peak_rss_mb()
         );
     }
