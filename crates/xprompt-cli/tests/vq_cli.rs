@@ -37,16 +37,14 @@ fn vq_eval_reports_quality_and_codebook_usage_of_a_folder() {
     for i in 0..3 {
         write_png(&dir.join(format!("{i}.png")), 64, i);
     }
-    let vqgan = repo().join("models/default/vqgan");
-    let out = xprompt(&[
-        "vq",
-        "eval",
-        "--vqgan",
-        vqgan.to_str().unwrap(),
-        "--images",
-        dir.to_str().unwrap(),
-        "--json",
-    ]);
+    let vq_eval = |extra: &[&str]| {
+        let vqgan = repo().join("models/default/vqgan");
+        let mut args = vec!["vq", "eval", "--vqgan", vqgan.to_str().unwrap()];
+        args.extend(["--images", dir.to_str().unwrap()]);
+        args.extend(extra);
+        xprompt(&args)
+    };
+    let out = vq_eval(&["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -62,14 +60,7 @@ fn vq_eval_reports_quality_and_codebook_usage_of_a_folder() {
 
     // A size the tokenizer cannot tile is named, not cropped silently.
     write_png(&dir.join("odd.png"), 30, 0);
-    let out = xprompt(&[
-        "vq",
-        "eval",
-        "--vqgan",
-        vqgan.to_str().unwrap(),
-        "--images",
-        dir.to_str().unwrap(),
-    ]);
+    let out = vq_eval(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("odd.png") && err.contains("multiple"),

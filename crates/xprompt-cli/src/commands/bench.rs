@@ -453,9 +453,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
                 ImageGrid::new(
                     a.grid,
                     a.grid,
-                    (0..n)
-                        .map(|j| ((j * 37 + s * 101) % 8192) as u32)
-                        .collect(),
+                    (0..n).map(|j| ((j * 37 + s * 101) % 8192) as u32).collect(),
                 )
             };
             Ok(TaskItem {

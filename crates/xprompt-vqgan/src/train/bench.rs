@@ -3,7 +3,7 @@
 //! checkpoints, so the number compares with a PyTorch loop doing the same work
 //! (`tools/reference/bench_train_vq.py`).
 use crate::error::Result;
-use crate::train::adamw::{AdamW, AdamWParams};
+use crate::train::adamw::AdamW;
 use crate::train::config::TrainConfig;
 use crate::train::init::{random_model, sorted_vars};
 use crate::train::step::forward_loss;
@@ -26,16 +26,7 @@ pub fn time_steps(cfg: &TrainConfig, steps: usize, dev: &Device) -> Result<StepT
     let (model, varmap) = random_model(&cfg.model, cfg.seed, dev)?;
     let vars = sorted_vars(&varmap);
     let params = vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let mut opt = AdamW::new(
-        vars,
-        AdamWParams {
-            lr: cfg.lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
-    )?;
+    let mut opt = AdamW::new(vars, cfg.optimiser())?;
     let shape = (cfg.batch_size, 3, cfg.crop, cfg.crop);
     let mut step = || -> Result<()> {
         let x = Tensor::rand(-1f32, 1f32, shape, dev)?;

@@ -308,6 +308,17 @@ impl TrainConfig {
     }
 
     /// Learning rate at a step (linear warm-up, then constant).
+    /// The AdamW settings of this run (ε fixed at 1e-8, as taming).
+    pub fn optimiser(&self) -> crate::train::adamw::AdamWParams {
+        crate::train::adamw::AdamWParams {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: 1e-8,
+            weight_decay: self.weight_decay,
+        }
+    }
+
     pub fn lr_at(&self, step: u64) -> f64 {
         if self.warmup_steps == 0 || step >= self.warmup_steps {
             self.lr

@@ -19,7 +19,7 @@ use crate::metrics::{psnr, ssim};
 use crate::model::Vqgan;
 use crate::preprocess::{to_tensor, to_u8_image};
 use crate::quantizer::VectorQuantizer;
-use crate::train::adamw::{AdamW, AdamWParams};
+use crate::train::adamw::AdamW;
 use crate::train::config::TrainConfig;
 use crate::train::data::{list_images, Dataset};
 use crate::train::init::{fnv1a, random_model, sorted_vars};
@@ -198,16 +198,7 @@ pub fn train(
         .find(|(n, _)| n == "quantize.embedding.weight")
         .map(|(_, v)| v.clone())
         .ok_or_else(|| VqganError::Train("model has no codebook variable".into()))?;
-    let mut opt = AdamW::new(
-        vars.clone(),
-        AdamWParams {
-            lr: cfg.lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        },
-    )?;
+    let mut opt = AdamW::new(vars.clone(), cfg.optimiser())?;
     let mut counts = vec![0u64; cfg.model.n_embed];
     let mut start = 0u64;
 
