@@ -389,3 +389,42 @@ fn nan_weights_are_named_instead_of_an_empty_answer() {
     assert_refused(&o, &["non-finite logits", "weights"]);
     assert!(!tmp.path().join("o.png").exists());
 }
+
+#[test]
+fn a_damaged_task_file_is_refused_by_its_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, v) in [("a.png", 60u8), ("b.png", 190u8)] {
+        image::RgbImage::from_pixel(64, 64, image::Rgb([v, 255 - v, v / 3]))
+            .save(tmp.path().join(name))
+            .unwrap();
+    }
+    let model = repo().join("models/default");
+    let model = model.to_str().unwrap();
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "compile-task",
+            "--model",
+            model,
+            "--example",
+            "a.png=b.png",
+            "--out",
+            "t.xpt",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let generate = |task: &str| {
+        xprompt_in(
+            tmp.path(),
+            &[
+                "generate", "--model", model, "--task", task, "--query", "a.png", "--out", "o.png",
+            ],
+        )
+    };
+    assert!(generate("t.xpt").status.success());
+    // One flipped bit in the cached keys/values (the file's last byte is tensor data).
+    let mut bytes = std::fs::read(tmp.path().join("t.xpt")).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x10;
+    std::fs::write(tmp.path().join("bad.xpt"), &bytes).unwrap();
+    assert_refused(&generate("bad.xpt"), &["bad.xpt", "checksum"]);
+}

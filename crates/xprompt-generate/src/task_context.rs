@@ -2,8 +2,9 @@
 //! task shown once serves any number of queries without re-reading its examples.
 //!
 //! Format: safetensors with tensors `layers.{i}.k` / `layers.{i}.v` (`(1, H_kv, len, D)`, f32)
-//! and `__metadata__` `{"format": "xprompt-task-context", "meta": <TaskMeta JSON>}`. Written to
-//! a temporary file and renamed, so a crash never leaves a half-written context behind.
+//! and `__metadata__` `{"format": "xprompt-task-context", "meta": <TaskMeta JSON>,
+//! "kv_sha256": <checksum of every tensor>}`; the checksum is verified on load. Written to a
+//! temporary file and renamed, so a crash never leaves a half-written context behind.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -65,6 +66,24 @@ pub fn model_fingerprint(model: &ChameleonModel) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// Metadata key of the sha256 over every tensor (name, shape, bytes; names in order): a
+/// flipped bit in the cached keys/values would otherwise answer queries silently wrong.
+const CHECKSUM_KEY: &str = "kv_sha256";
+
+fn kv_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    for (name, shape, data) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    format!("{:x}", h.finalize())
+}
+
 /// Writes a task context atomically.
 pub fn save(path: &Path, ctx: &TaskContext, meta: &TaskMeta) -> Result<()> {
     let err = |why: String| GenerateError::TaskContext {
@@ -84,12 +103,7 @@ pub fn save(path: &Path, ctx: &TaskContext, meta: &TaskMeta) -> Result<()> {
         );
     }
     let meta_json = serde_json::to_string(meta).map_err(|e| err(e.to_string()))?;
-    let metadata: HashMap<String, String> = [
-        ("format".to_string(), FORMAT.to_string()),
-        ("meta".to_string(), meta_json),
-    ]
-    .into();
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(n, t)| -> Result<_> {
             let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
@@ -100,6 +114,18 @@ pub fn save(path: &Path, ctx: &TaskContext, meta: &TaskMeta) -> Result<()> {
             ))
         })
         .collect::<Result<_>>()?;
+    bytes.sort_by(|a, b| a.0.cmp(&b.0));
+    let checksum = kv_checksum(
+        bytes
+            .iter()
+            .map(|(n, b, s)| (n.as_str(), s.as_slice(), b.as_slice())),
+    );
+    let metadata: HashMap<String, String> = [
+        ("format".to_string(), FORMAT.to_string()),
+        ("meta".to_string(), meta_json),
+        (CHECKSUM_KEY.to_string(), checksum),
+    ]
+    .into();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
         .map(|(n, b, s)| {
@@ -141,6 +167,20 @@ pub fn load(path: &Path, model: &ChameleonModel) -> Result<(TaskContext, TaskMet
             "version {} is not supported (expected {VERSION})",
             meta.version
         )));
+    }
+    let stored = md.get(CHECKSUM_KEY).ok_or_else(|| {
+        err(
+            "no checksum (written by an older xprompt); recompile it with `xprompt compile-task`"
+                .into(),
+        )
+    })?;
+    let mut views = st.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    let actual = kv_checksum(views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+    if *stored != actual {
+        return Err(err(
+            "its contents do not match their checksum (the file is damaged); recompile it".into(),
+        ));
     }
     let fp = model_fingerprint(model)?;
     if meta.model_fingerprint != fp {
