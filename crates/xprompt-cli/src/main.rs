@@ -127,6 +127,25 @@ fn stdout_errors_are_errors() {
     }));
 }
 
+/// SIGINT/SIGTERM during training: the first asks the trainer to stop after the current
+/// step with a checkpoint (`xprompt_core::interrupt`); a second ends the process at once.
+fn stop_training_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        if xprompt_core::interrupt::requested() {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+        xprompt_core::interrupt::request();
+    }
+    #[cfg(unix)]
+    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
 fn main() {
     restore_default_sigpipe();
     stdout_errors_are_errors();
@@ -144,6 +163,9 @@ fn main() {
         Command::Train(_) | Command::Bench(commands::bench::BenchCommand::Train(_))
     ) {
         quiet_candle_workers();
+    }
+    if matches!(cli.command, Command::Train(_) | Command::TrainVq(_)) {
+        stop_training_on_signals();
     }
     let result = match cli.command {
         Command::Inspect(args) => commands::inspect::run(args),

@@ -428,3 +428,56 @@ fn a_damaged_task_file_is_refused_by_its_checksum() {
     std::fs::write(tmp.path().join("bad.xpt"), &bytes).unwrap();
     assert_refused(&generate("bad.xpt"), &["bad.xpt", "checksum"]);
 }
+
+#[test]
+fn sigterm_stops_train_vq_with_a_checkpoint_of_the_last_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for i in 0..4u8 {
+        image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([x as u8 * 8, y as u8 * 8, i * 60])
+        })
+        .save(imgs.join(format!("{i}.png")))
+        .unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("vq.toml"),
+        "[model]\npreset = \"tiny\"\n[train]\nsteps = 1000000\nbatch_size = 2\ncrop = 16\n\
+         short_side = 16\nholdout = 1\ncheckpoint_every = 1000000\neval_every = 1000000\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_xprompt"))
+        .current_dir(tmp.path())
+        .args([
+            "train-vq", "--config", "vq.toml", "--images", "imgs", "--out", "vq",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run is under way (its config is written before the first step).
+    let started = tmp.path().join("vq/train/config.toml");
+    for _ in 0..600 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stopped by a signal after step"), "{err}");
+    // The checkpoint is the step it stopped at, although checkpoint_every was never reached.
+    let step: u64 = err
+        .split("stopped by a signal after step ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let latest = std::fs::read_to_string(tmp.path().join("vq/train/latest")).unwrap();
+    assert_eq!(latest.trim(), format!("ckpt-{step:08}"));
+}

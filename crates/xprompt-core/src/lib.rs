@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod interrupt;
 pub mod kernels;
 pub mod model;
 pub mod model_dir;

@@ -753,7 +753,8 @@ impl Trainer {
                 writeln!(metrics, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
             }
             on_step(&m);
-            let stop = deadline.is_some_and(|d| Instant::now() >= d);
+            let stop = deadline.is_some_and(|d| Instant::now() >= d)
+                || xprompt_core::interrupt::requested();
             if (s.checkpoint_every > 0 && self.step.is_multiple_of(s.checkpoint_every))
                 || self.step == s.steps
                 || stop

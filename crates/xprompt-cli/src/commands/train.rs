@@ -235,6 +235,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
+    if xprompt_core::interrupt::requested() {
+        eprintln!("stopped by a signal with a checkpoint; continue with --resume");
+    }
     plot_metrics(&a.out)?;
     eprintln!(
         "stopped at step {} after {:.1} min; model directory {}",

@@ -82,6 +82,12 @@ pub fn run(a: TrainVqArgs) -> Result<()> {
     let s = train(&cfg, &a.images, &a.out, &opts, show)
         .with_context(|| format!("training into {}", a.out.display()))?;
     eprintln!();
+    if xprompt_core::interrupt::requested() {
+        eprintln!(
+            "stopped by a signal after step {} with a checkpoint; continue with --resume",
+            s.final_step
+        );
+    }
     println!(
         "trained steps {}..{} on {} images ({} held out, {} unreadable skipped); held-out PSNR {} SSIM {} -> {}",
         s.start_step,

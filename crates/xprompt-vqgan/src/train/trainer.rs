@@ -313,7 +313,8 @@ pub fn train(
         summary.last_rec = Some(o.rec);
         let timed_out = opts
             .time_limit_s
-            .is_some_and(|l| t0.elapsed().as_secs_f64() > l);
+            .is_some_and(|l| t0.elapsed().as_secs_f64() > l)
+            || xprompt_core::interrupt::requested();
         let last = step == end || timed_out;
         let eval = if step.is_multiple_of(cfg.eval_every) || last {
             evaluate(&model, &held, dev)?
