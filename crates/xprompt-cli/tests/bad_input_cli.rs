@@ -481,3 +481,30 @@ fn sigterm_stops_train_vq_with_a_checkpoint_of_the_last_step() {
     let latest = std::fs::read_to_string(tmp.path().join("vq/train/latest")).unwrap();
     assert_eq!(latest.trim(), format!("ckpt-{step:08}"));
 }
+
+#[test]
+fn an_image_size_the_model_cannot_express_names_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 30]))
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let model = repo().join("models/default");
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--example",
+            "a.png=a.png",
+            "--query",
+            "a.png",
+            "--size",
+            "512",
+            "--out",
+            "o.png",
+        ],
+    );
+    // Not "size token 8 is not in the vocabulary": the flag, the limit and the fix.
+    assert_refused(&o, &["image size 512 px", "--size 64"]);
+}

@@ -124,8 +124,18 @@ impl Pipeline {
         let req = |e: xprompt_vqgan::VqganError| {
             GenerateError::Request(format!("{}: {e}", path.display()))
         };
-        let loaded = load_image(path, DEFAULT_MAX_PIXELS).map_err(req)?;
         let unit = self.model.config().geometry.pixels_per_size_unit();
+        // The sequence format names an image's size with size tokens: a side larger than the
+        // largest one the model knows cannot be written down at all.
+        let largest = self.vocab.max_size_units() * unit;
+        if size > largest {
+            return Err(GenerateError::Request(format!(
+                "image size {size} px is larger than this model's largest image side ({largest} px); \
+                 use --size {largest} or less (this model was trained at {} px)",
+                self.default_image_size()
+            )));
+        }
+        let loaded = load_image(path, DEFAULT_MAX_PIXELS).map_err(req)?;
         let img = preprocess_for_unit(&loaded, size, unit, CropOffset::Center, DEFAULT_MAX_PIXELS)
             .map_err(req)?;
         self.encode_pixels(&img)
