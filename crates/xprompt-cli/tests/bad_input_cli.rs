@@ -347,28 +347,37 @@ fn too_many_examples_are_refused_before_any_work() {
     assert!(!tmp.path().join("o.png").exists());
 }
 
-#[test]
-fn nan_weights_are_named_instead_of_an_empty_answer() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A copy of the bundled model in `dir` with tensor `name` replaced by `change(tensor)`.
+fn altered_default_model(
+    dir: &Path,
+    name: &str,
+    change: impl Fn(&candle_core::Tensor) -> candle_core::Tensor,
+) {
     let src = repo().join("models/default");
-    let model = tmp.path().join("nan-model");
-    std::fs::create_dir_all(model.join("vqgan")).unwrap();
+    std::fs::create_dir_all(dir.join("vqgan")).unwrap();
     for f in ["config.json", "tokenizer.json"] {
-        std::fs::copy(src.join(f), model.join(f)).unwrap();
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     for e in std::fs::read_dir(src.join("vqgan")).unwrap() {
         let p = e.unwrap().path();
-        std::fs::copy(&p, model.join("vqgan").join(p.file_name().unwrap())).unwrap();
+        std::fs::copy(&p, dir.join("vqgan").join(p.file_name().unwrap())).unwrap();
     }
     let dev = candle_core::Device::Cpu;
     let mut w = candle_core::safetensors::load(src.join("model.safetensors"), &dev).unwrap();
-    let norm = w.get("model.norm.weight").unwrap();
-    let nan = candle_core::Tensor::full(f32::NAN, norm.dims(), &dev)
-        .unwrap()
-        .to_dtype(norm.dtype())
-        .unwrap();
-    w.insert("model.norm.weight".into(), nan);
-    candle_core::safetensors::save(&w, model.join("model.safetensors")).unwrap();
+    let changed = change(w.get(name).unwrap());
+    w.insert(name.into(), changed);
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn nan_weights_are_named_instead_of_an_empty_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    altered_default_model(&tmp.path().join("nan-model"), "model.norm.weight", |t| {
+        candle_core::Tensor::full(f32::NAN, t.dims(), t.device())
+            .unwrap()
+            .to_dtype(t.dtype())
+            .unwrap()
+    });
     image::RgbImage::from_pixel(64, 64, image::Rgb([90, 30, 200]))
         .save(tmp.path().join("a.png"))
         .unwrap();
@@ -507,4 +516,52 @@ fn an_image_size_the_model_cannot_express_names_the_flag() {
     );
     // Not "size token 8 is not in the vocabulary": the flag, the limit and the fix.
     assert_refused(&o, &["image size 512 px", "--size 64"]);
+}
+
+#[test]
+fn a_task_compiled_by_another_model_with_the_same_embeddings_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The same model but for the last weight of one projection (as a LoRA merge changes
+    // projections and leaves the embeddings alone).
+    altered_default_model(
+        &tmp.path().join("other"),
+        "model.layers.0.self_attn.o_proj.weight",
+        |t| {
+            let flat = t
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap();
+            let mut v = flat.to_vec1::<f32>().unwrap();
+            *v.last_mut().unwrap() += 0.5;
+            candle_core::Tensor::from_vec(v, t.dims(), t.device())
+                .unwrap()
+                .to_dtype(t.dtype())
+                .unwrap()
+        },
+    );
+    image::RgbImage::from_pixel(64, 64, image::Rgb([30, 90, 160]))
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let bundled = repo().join("models/default");
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "compile-task",
+            "--model",
+            bundled.to_str().unwrap(),
+            "--example",
+            "a.png=a.png",
+            "--out",
+            "t.xpt",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = xprompt_in(
+        tmp.path(),
+        &[
+            "generate", "--model", "other", "--task", "t.xpt", "--query", "a.png", "--out", "o.png",
+        ],
+    );
+    assert_refused(&o, &["different model"]);
 }

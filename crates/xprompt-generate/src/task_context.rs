@@ -38,8 +38,10 @@ pub struct TaskMeta {
 }
 
 /// Identifies a model: its architecture plus a sample of its weights (the embedding rows of
-/// the X-Prompt tokens and of the first and last ids), so a context from another model — even
-/// one with the same config — is refused.
+/// the X-Prompt tokens and of the first and last ids, and the first and last elements of
+/// every weight tensor — projections, norms, LoRA factors, head), so a context from another
+/// model — even one with the same config and embeddings, such as a LoRA fine-tune — is
+/// refused.
 pub fn model_fingerprint(model: &ChameleonModel) -> Result<String> {
     let cfg = model.config();
     let mut h = Sha256::new();
@@ -62,6 +64,9 @@ pub fn model_fingerprint(model: &ChameleonModel) -> Result<String> {
         for v in row {
             h.update(v.to_le_bytes());
         }
+    }
+    for v in model.weight_sample()? {
+        h.update(v.to_le_bytes());
     }
     Ok(format!("{:x}", h.finalize()))
 }

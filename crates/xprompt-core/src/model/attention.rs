@@ -118,6 +118,18 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Appends a sample of every weight to `out` (model fingerprints).
+    pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
+        for l in [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj] {
+            l.weight_sample(out)?;
+        }
+        for n in [&self.q_norm, &self.k_norm] {
+            super::linear::edge_sample(&n.weight, out)?;
+            super::linear::edge_sample(&n.bias, out)?;
+        }
+        Ok(())
+    }
+
     pub fn new(
         cfg: &ChameleonConfig,
         mode: OpsMode,

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
-use super::linear::Linear;
+use super::linear::{edge_sample, Linear};
 
 use super::attention::{causal_bias, Attention};
 use super::kv_cache::KvCache;
@@ -45,6 +45,13 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
+        self.self_attn.weight_sample(out)?;
+        self.mlp.weight_sample(out)?;
+        edge_sample(&self.input_layernorm.weight, out)?;
+        edge_sample(&self.post_attention_layernorm.weight, out)
+    }
+
     pub fn new(
         cfg: &ChameleonConfig,
         mode: OpsMode,
@@ -244,6 +251,20 @@ impl ChameleonModel {
             residual_dropout: 0.0,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The first and last few elements of every weight tensor (embedding, every layer's
+    /// projections, norms and LoRA factors, final norm, head) as f32, in a fixed order: a
+    /// cheap sample that any training changes, for fingerprints of a model's identity.
+    pub fn weight_sample(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        edge_sample(self.embed_tokens.embeddings(), &mut out)?;
+        for layer in &self.layers {
+            layer.weight_sample(&mut out)?;
+        }
+        edge_sample(&self.norm.weight, &mut out)?;
+        self.lm_head.weight_sample(&mut out)?;
+        Ok(out)
     }
 
     pub fn config(&self) -> &ChameleonConfig {

@@ -23,7 +23,37 @@ pub struct Linear {
     lora: Option<LoraAdapter>,
 }
 
+/// The first and last few elements of `t` (flattened) as f32: a cheap sample that any
+/// training of the tensor changes, for model fingerprints.
+pub(crate) fn edge_sample(t: &Tensor, out: &mut Vec<f32>) -> Result<()> {
+    const EACH: usize = 8;
+    let flat = t.flatten_all()?;
+    let n = flat.dim(0)?;
+    let k = EACH.min(n);
+    for start in [0, n - k] {
+        out.extend(
+            flat.narrow(0, start, k)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(())
+}
+
 impl Linear {
+    /// Appends a sample of the weight (and bias, and LoRA factors) to `out`.
+    pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
+        edge_sample(self.inner.weight(), out)?;
+        if let Some(b) = self.inner.bias() {
+            edge_sample(b, out)?;
+        }
+        if let Some(l) = &self.lora {
+            edge_sample(&l.a, out)?;
+            edge_sample(&l.b, out)?;
+        }
+        Ok(())
+    }
+
     pub fn new(inner: candle_nn::Linear, mode: OpsMode) -> Self {
         Self {
             inner,

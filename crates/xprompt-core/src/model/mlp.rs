@@ -19,6 +19,14 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Appends a sample of every weight to `out` (model fingerprints).
+    pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
+        for l in [&self.gate_proj, &self.up_proj, &self.down_proj] {
+            l.weight_sample(out)?;
+        }
+        Ok(())
+    }
+
     pub fn new(
         cfg: &ChameleonConfig,
         mode: OpsMode,
