@@ -298,3 +298,63 @@ log_every = 1
         }
     }
 }
+
+/// SIGTERM during `xprompt train` stops after the current step with a checkpoint of that step
+/// (as a `--minutes` deadline does), and `--resume` continues from it.
+#[test]
+fn sigterm_stops_training_with_a_checkpoint_and_resume_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vqgan = common::fixture_suite_and_store(t);
+    let exp = format!(
+        "[model]\nhidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\n\
+         intermediate_size = 64\nxp_tokens = 2\ntext_vocab = 100\n\n[data]\n\
+         manifest = \"suite/manifest.jsonl\"\nstore = \"store\"\nvqgan = \"{vqgan}\"\n\
+         image_size = 16\n\n[train]\nsteps = 1000000\nbatch_samples = 2\ncontext_len = 1024\n\
+         checkpoint_every = 1000000\nval_every = 0\nlog_every = 1\n"
+    );
+    std::fs::write(t.join("exp.toml"), exp).unwrap();
+    let train = |resume: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_xprompt"));
+        c.current_dir(t)
+            .args(["train", "--config", "exp.toml", "--out", "model"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c.spawn().unwrap()
+    };
+    let metrics = t.join("model/metrics.jsonl");
+    let steps_logged = || {
+        std::fs::read_to_string(&metrics)
+            .map(|m| m.lines().count())
+            .unwrap_or(0)
+    };
+    let stop_after_steps = |child: std::process::Child, at_least: usize| {
+        for _ in 0..1200 {
+            if steps_logged() >= at_least {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("stopped by a signal"), "{err}");
+        err
+    };
+    stop_after_steps(train(false), 2);
+    let checkpoints = || {
+        std::fs::read_dir(t.join("model/checkpoints"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(checkpoints(), 1, "one checkpoint, at the step it stopped");
+    let first = steps_logged();
+    let err = stop_after_steps(train(true), first + 1);
+    assert!(err.contains("resumed from"), "{err}");
+    assert!(steps_logged() > first);
+}
