@@ -358,3 +358,31 @@ fn sigterm_stops_training_with_a_checkpoint_and_resume_continues() {
     assert!(err.contains("resumed from"), "{err}");
     assert!(steps_logged() > first);
 }
+
+/// A context too short for the suite's samples is refused before the first step, naming an
+/// item and the length to raise `train.context_len` to.
+#[test]
+fn a_context_too_short_for_the_data_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vqgan = common::fixture_suite_and_store(t);
+    let err = common::train_refused(
+        t,
+        "short.toml",
+        &format!(
+            "[model]\nhidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\n\
+             intermediate_size = 64\nxp_tokens = 2\ntext_vocab = 100\n\n[data]\n\
+             manifest = \"suite/manifest.jsonl\"\nstore = \"store\"\nvqgan = \"{vqgan}\"\n\
+             image_size = 16\n\n[train]\nsteps = 10\nbatch_samples = 2\ncontext_len = 256\n"
+        ),
+    );
+    assert!(
+        err.contains("longer than train.context_len 256")
+            && err.contains("raise context_len to at least"),
+        "{err}"
+    );
+    assert!(
+        !t.join("refused-short.toml/checkpoints").exists(),
+        "no step was trained"
+    );
+}

@@ -419,6 +419,37 @@ impl Trainer {
         Ok(Some(self.mean_ce(&samples)?))
     }
 
+    /// A pass over the training items before the run: builds `draws` seeded samples of each
+    /// item and refuses the run when one is longer than `context_len`, naming the item and
+    /// the length to raise it to — rather than stopping hours in, when the item is drawn.
+    /// Samples are random (examples, augmentation), so this bounds the common case, not
+    /// every draw; the per-step check stays.
+    pub fn check_context(&self, draws: usize) -> Result<()> {
+        if self.train.is_empty() {
+            return Ok(());
+        }
+        let sb = SampleBuilder::new(&self.train, self.sample_config.clone())?
+            .with_neighbours(&self.neighbours);
+        let builder = self.builder();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed_c0de);
+        let mut longest: Option<(usize, usize)> = None;
+        for idx in 0..self.train.len() {
+            for _ in 0..draws {
+                let len = sb.build(idx, &builder, &mut rng)?.len();
+                if longest.is_none_or(|(l, _)| len > l) {
+                    longest = Some((len, idx));
+                }
+            }
+        }
+        match longest {
+            Some((len, idx)) if len > self.settings.context_len => Err(TrainError::Data(format!(
+                "item {} makes samples of up to {len} tokens, longer than train.context_len {}: raise context_len to at least {len} (or drop the item)",
+                self.train[idx].id, self.settings.context_len
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds procedural samples (`share` of each batch) and builds the fixed probes of the ICL
     /// metric (1-shot, seeded).
     pub fn set_procedural(&mut self, source: ProceduralSource) -> Result<()> {

@@ -172,6 +172,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if with_neighbours > 0 {
         eprintln!("RAIE: {with_neighbours} training items have retrieval neighbours");
     }
+    // Four seeded samples per item: a context too short for the data is refused now, not
+    // when the item is first drawn hours into the run.
+    trainer.check_context(4)?;
     // Also when resuming a LoRA / partial run: its checkpoints hold only the trained tensors,
     // the frozen rest comes from here.
     let freezes = plan.lora.is_some() || plan.train.is_some();
