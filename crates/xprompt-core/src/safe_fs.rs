@@ -133,7 +133,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(with_path(e, &tmp));
     }
-    std::fs::rename(&tmp, path).map_err(|e| with_path(e, path))
+    std::fs::rename(&tmp, path).map_err(|e| with_path(e, path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename durable; not every platform can fsync a directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -244,11 +244,10 @@ pub fn load_dir(dir: &Path, dev: &Device) -> Result<Vqgan> {
     Ok(VqganDir::locate(dir)?.load(dev)?.0)
 }
 
-/// Write `path` atomically: write a temporary sibling, then rename over the target.
+/// Write `path` atomically (`xprompt_core::safe_fs::write_atomic`: temporary sibling, fsync,
+/// rename; never over a device or directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_sibling(path);
-    std::fs::write(&tmp, bytes).map_err(|e| VqganError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| VqganError::io(path, e))
+    xprompt_core::safe_fs::write_atomic(path, bytes).map_err(|e| VqganError::io(path, e))
 }
 
 pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {
