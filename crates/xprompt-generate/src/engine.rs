@@ -5,22 +5,20 @@
 //! keep their original RoPE positions, so decoding against the XP-only cache gives the same
 //! logits as one masked forward pass over IE | XP | TD (tested in `tests/eviction.rs`).
 //!
-//! CFG (Lumina-mGPT §5.3) batches the conditional row and the unconditional row (the image
-//! prefix `[boi, h, w]` only, its own positions from 0) in **one** forward pass: the
-//! unconditional keys are left-padded to the conditional cache length and the padding is
-//! masked, so both rows share one `(2, H, L, D)` cache and one weight read per step.
+//! Decoding runs through [`crate::decode::BatchDecoder`]: CFG (Lumina-mGPT §5.3) puts the
+//! conditional row and the unconditional row (the image prefix `[boi, h, w]` only, its own
+//! positions from 0) in **one** forward pass over a left-padded, masked `(2, H, L, D)` cache.
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use xprompt_core::config::ImageGeometry;
-use xprompt_core::model::{positions, ChameleonModel, KvCache, ModelCache, Visibility};
+use xprompt_core::model::{positions, ChameleonModel, ModelCache, Visibility};
 use xprompt_core::vocab::Vocabulary;
 
+use crate::decode::BatchDecoder;
 use crate::error::{GenerateError, Result};
 use crate::grammar::ImageGrammar;
 use crate::incontext::{Layout, PromptMode, Segment};
-use crate::sampler::{next_token, SamplerConfig};
+use crate::sampler::SamplerConfig;
 
 /// A prefilled task: the KV cache the query decodes against, and where positions continue.
 #[derive(Debug, Clone)]
@@ -102,7 +100,7 @@ impl<'m> Engine<'m> {
     /// Refuses, before any allocation, a sequence longer than the model's positions
     /// (`max_position_embeddings`): past it RoPE positions were never trained and the
     /// attention's memory grows with the square of the length.
-    fn check_positions(&self, needed: usize, what: &str, fix: &str) -> Result<()> {
+    pub(crate) fn check_positions(&self, needed: usize, what: &str, fix: &str) -> Result<()> {
         let limit = self.model.config().max_position_embeddings;
         if needed > limit {
             return Err(GenerateError::Request(format!(
@@ -146,176 +144,24 @@ impl<'m> Engine<'m> {
 
     /// Generates an answer after `query_ids` under `grammar`; returns the emitted tokens
     /// (the closing separator included when produced). Stops at the separator or after
-    /// `max_tokens`.
+    /// `max_tokens`. The same decoder as the server's batches, with one sequence.
     #[allow(clippy::too_many_arguments)] // each argument is one independent knob of a request
     pub fn generate(
         &self,
         ctx: &TaskContext,
         query_ids: &[u32],
-        mut grammar: ImageGrammar,
+        grammar: ImageGrammar,
         sampler: &SamplerConfig,
         seed: u64,
         max_tokens: usize,
         on_token: &mut dyn FnMut(Progress),
     ) -> Result<Vec<u32>> {
-        // The answer's length is known only once its image size is chosen: check what is
-        // known now (room for at least one answer token), and the position at every step.
-        let limit = self.model.config().max_position_embeddings;
-        self.check_positions(
-            ctx.next_position + query_ids.len() + 1,
-            "the examples and the query",
-            "give fewer or smaller examples or a smaller query",
-        )?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut cache = ctx.cache.snapshot()?;
-        let mut pos = ctx.next_position;
-        let logits = self.feed(&mut cache, &mut pos, query_ids)?;
-        let mut cond: Vec<f32> = logits.get(query_ids.len() - 1)?.to_vec1()?;
-        let mut uncond: Option<Vec<f32>> = None;
-        // Set while CFG runs: the padding length of the unconditional row and its next position.
-        let mut cfg_branch: Option<(usize, usize)> = None;
-        let mut out = Vec::new();
-        let use_cfg = sampler.cfg != 1.0;
-        while out.len() < max_tokens {
-            if pos >= limit {
-                return Err(GenerateError::Request(format!(
-                    "the answer ran out of positions after {} tokens: the model has {limit} \
-                     (max_position_embeddings) and the examples and query took {}; give fewer \
-                     or smaller examples",
-                    out.len(),
-                    ctx.next_position + query_ids.len()
-                )));
-            }
-            for row in std::iter::once(&cond).chain(uncond.as_ref()) {
-                if row.iter().any(|v| !v.is_finite()) {
-                    return Err(GenerateError::Request(format!(
-                        "the model produced non-finite logits (NaN or infinity) at answer token {}: \
-                         its weights are probably damaged or out of range (see `xprompt inspect`)",
-                        out.len()
-                    )));
-                }
-            }
-            let tok = next_token(
-                &mut cond,
-                uncond.as_deref(),
-                &grammar,
-                &self.vocab,
-                sampler,
-                &mut rng,
-            );
-            grammar.advance(tok)?;
-            out.push(tok);
-            let rows = grammar.grid().map(|(r, c)| {
-                let body = out
-                    .iter()
-                    .rev()
-                    .take_while(|&&t| t != self.vocab.begin_image)
-                    .count();
-                ((body.saturating_sub(2)) / (c + 1), r)
-            });
-            on_token(Progress {
-                tokens: out.len(),
-                rows,
-            });
-            if grammar.is_done() || (tok == self.vocab.separator && !grammar.in_image()) {
-                break;
-            }
-            match cfg_branch {
-                None if use_cfg && grammar.in_image_body() => {
-                    // Start CFG: the unconditional row is the image prefix alone.
-                    let n = out.len();
-                    let prefix = &out[n - 3..];
-                    let mut ucache = self.model.new_cache();
-                    let mut upos = 0;
-                    let ulogits = self.feed(&mut ucache, &mut upos, prefix)?;
-                    let clogits = self.feed(&mut cache, &mut pos, &[tok])?;
-                    cond = clogits.get(0)?.to_vec1()?;
-                    uncond = Some(ulogits.get(2)?.to_vec1()?);
-                    let pad = cache.len() - ucache.len();
-                    cache = batch_caches(&cache, &ucache, pad)?;
-                    cfg_branch = Some((pad, upos));
-                }
-                Some((pad, upos)) if grammar.in_image_body() => {
-                    let (c, u) = self.step_batched(&mut cache, pos, upos, pad, tok)?;
-                    cond = c;
-                    uncond = Some(u);
-                    pos += 1;
-                    cfg_branch = Some((pad, upos + 1));
-                }
-                Some(_) => {
-                    // The image is closed: back to the conditional row alone.
-                    cache = first_row(&cache)?;
-                    cfg_branch = None;
-                    uncond = None;
-                    cond = self.feed(&mut cache, &mut pos, &[tok])?.get(0)?.to_vec1()?;
-                }
-                None => {
-                    cond = self.feed(&mut cache, &mut pos, &[tok])?.get(0)?.to_vec1()?;
-                }
+        let mut decoder = BatchDecoder::new(self);
+        decoder.admit(0, ctx, query_ids, grammar, sampler, seed, max_tokens)?;
+        loop {
+            if let Some((_, answer)) = decoder.step(&mut |_, p, _| on_token(p))?.pop() {
+                return answer;
             }
         }
-        Ok(out)
     }
-
-    /// One batched step of the conditional and unconditional rows.
-    fn step_batched(
-        &self,
-        cache: &mut ModelCache,
-        pos: usize,
-        upos: usize,
-        pad: usize,
-        tok: u32,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let dev = self.device();
-        let l = cache.len() + 1;
-        let mut bias = vec![0f32; 2 * l];
-        bias[l..l + pad]
-            .iter_mut()
-            .for_each(|b| *b = f32::NEG_INFINITY);
-        let bias = Tensor::from_vec(bias, (2, 1, 1, l), dev)?;
-        let ids = Tensor::from_vec(vec![tok, tok], (2, 1), dev)?;
-        let pos = Tensor::from_vec(vec![pos as u32, upos as u32], (2, 1), dev)?;
-        let logits = self
-            .model
-            .forward(&ids, &pos, Visibility::Bias(&bias), Some(cache))?;
-        Ok((
-            logits.get(0)?.flatten_all()?.to_vec1()?,
-            logits.get(1)?.flatten_all()?.to_vec1()?,
-        ))
-    }
-}
-
-/// Stacks a conditional cache and a (shorter) unconditional cache into one 2-row cache,
-/// left-padding the unconditional keys/values with `pad` zero positions (masked at use).
-fn batch_caches(cond: &ModelCache, uncond: &ModelCache, pad: usize) -> Result<ModelCache> {
-    let mut layers = Vec::with_capacity(cond.layers.len());
-    for (c, u) in cond.layers.iter().zip(&uncond.layers) {
-        let (ck, cv) = c.current()?;
-        let (uk, uv) = u.current()?;
-        let padded = |t: &Tensor| -> candle_core::Result<Tensor> {
-            let (b, h, _, d) = t.dims4()?;
-            let zeros = Tensor::zeros((b, h, pad, d), t.dtype(), t.device())?;
-            Tensor::cat(&[&zeros, t], 2)
-        };
-        let k = Tensor::cat(&[&ck, &padded(&uk)?], 0)?;
-        let v = Tensor::cat(&[&cv, &padded(&uv)?], 0)?;
-        layers.push(KvCache::from_tensors(&k, &v)?);
-    }
-    Ok(ModelCache { layers })
-}
-
-/// The first row of a batched cache.
-fn first_row(cache: &ModelCache) -> Result<ModelCache> {
-    let layers = cache
-        .layers
-        .iter()
-        .map(|c| {
-            let (k, v) = c.current()?;
-            KvCache::from_tensors(
-                &k.narrow(0, 0, 1)?.contiguous()?,
-                &v.narrow(0, 0, 1)?.contiguous()?,
-            )
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(ModelCache { layers })
 }

@@ -177,6 +177,55 @@ fn bad_train_config_is_refused() {
 }
 
 #[test]
+fn learning_rate_warms_up_holds_then_decays_to_min_lr() {
+    let cfg = TrainConfig::from_toml_str(
+        "[train]\nsteps = 100\nlr = 1e-3\nwarmup_steps = 10\nmin_lr = 1e-5\ndecay_start = 40\n",
+    )
+    .unwrap();
+    assert!((cfg.lr_at(0) - 1e-4).abs() < 1e-12);
+    assert_eq!(cfg.lr_at(10), 1e-3);
+    assert_eq!(cfg.lr_at(39), 1e-3);
+    // Half-way through the decay: the mean of lr and min_lr.
+    assert!((cfg.lr_at(70) - 0.5 * (1e-3 + 1e-5)).abs() < 1e-12);
+    assert!((cfg.lr_at(100) - 1e-5).abs() < 1e-12);
+    assert!(cfg.lr_at(69) > cfg.lr_at(70) && cfg.lr_at(70) > cfg.lr_at(71));
+    // Without min_lr the rate stays constant after warm-up.
+    let flat = TrainConfig::from_toml_str("[train]\nsteps = 100\nlr = 1e-3\n").unwrap();
+    assert_eq!(flat.lr_at(99), 1e-3);
+    let e = TrainConfig::from_toml_str("[train]\nlr = 1e-3\nmin_lr = 1e-2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("min_lr"), "{e}");
+}
+
+#[test]
+fn resume_may_add_a_learning_rate_decay_but_not_change_the_model() {
+    let imgs = tempfile::tempdir().unwrap();
+    write_images(imgs.path(), 5);
+    let out = tempfile::tempdir().unwrap();
+    let stop = TrainOptions {
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    train(&tiny_cfg(6), imgs.path(), out.path(), &stop, |_| {}).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let mut longer = tiny_cfg(8);
+    longer.min_lr = 1e-4;
+    longer.decay_start = 3;
+    let s = train(&longer, imgs.path(), out.path(), &resume, |_| {}).unwrap();
+    assert_eq!((s.start_step, s.final_step), (3, 8));
+    let mut other = tiny_cfg(10);
+    other.batch_size = 2;
+    let e = train(&other, imgs.path(), out.path(), &resume, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("differs"), "{e}");
+}
+
+#[test]
 fn regression_adamw_moments_do_not_keep_the_backward_graph() {
     // Moments built from non-detached gradients chained every step's graph: 24 GB in 50 steps.
     use xprompt_vqgan::train::adamw::{AdamW, AdamWParams};

@@ -81,6 +81,9 @@ pub struct RawTrainSection {
     pub short_side: Option<usize>,
     pub lr: Option<f64>,
     pub warmup_steps: Option<u64>,
+    /// Cosine decay from `lr` to `min_lr` between `decay_start` and `steps` (default: no decay).
+    pub min_lr: Option<f64>,
+    pub decay_start: Option<u64>,
     pub beta1: Option<f64>,
     pub beta2: Option<f64>,
     pub weight_decay: Option<f64>,
@@ -124,6 +127,10 @@ pub struct TrainConfig {
     pub short_side: usize,
     pub lr: f64,
     pub warmup_steps: u64,
+    /// The learning rate reached at `steps` (equal to `lr`: constant after warm-up).
+    pub min_lr: f64,
+    /// The step where the cosine decay to `min_lr` begins.
+    pub decay_start: u64,
     pub beta1: f64,
     pub beta2: f64,
     pub weight_decay: f64,
@@ -196,6 +203,8 @@ impl RawTrainConfig {
             short_side: t.short_side.unwrap_or(4 * t.crop.unwrap_or(64)),
             lr: t.lr.unwrap_or(2e-4),
             warmup_steps: t.warmup_steps.unwrap_or(50),
+            min_lr: t.min_lr.unwrap_or(t.lr.unwrap_or(2e-4)),
+            decay_start: t.decay_start.unwrap_or(t.warmup_steps.unwrap_or(50)),
             beta1: t.beta1.unwrap_or(0.5),
             beta2: t.beta2.unwrap_or(0.9),
             weight_decay: t.weight_decay.unwrap_or(0.0),
@@ -229,6 +238,12 @@ impl RawTrainConfig {
         }
         if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
             return bad(format!("train.lr {} must be positive", cfg.lr));
+        }
+        if !(cfg.min_lr > 0.0 && cfg.min_lr <= cfg.lr) {
+            return bad(format!(
+                "train.min_lr {} must be positive and at most train.lr {}",
+                cfg.min_lr, cfg.lr
+            ));
         }
         if !(0.0..1.0).contains(&cfg.beta1) || !(0.0..1.0).contains(&cfg.beta2) {
             return bad("train.beta1/beta2 must be in [0, 1)".into());
@@ -279,6 +294,8 @@ impl TrainConfig {
                 short_side: Some(self.short_side),
                 lr: Some(self.lr),
                 warmup_steps: Some(self.warmup_steps),
+                min_lr: Some(self.min_lr),
+                decay_start: Some(self.decay_start),
                 beta1: Some(self.beta1),
                 beta2: Some(self.beta2),
                 weight_decay: Some(self.weight_decay),
@@ -307,7 +324,6 @@ impl TrainConfig {
         toml::to_string(&self.to_raw()).unwrap_or_default()
     }
 
-    /// Learning rate at a step (linear warm-up, then constant).
     /// The AdamW settings of this run (ε fixed at 1e-8, as taming).
     pub fn optimiser(&self) -> crate::train::adamw::AdamWParams {
         crate::train::adamw::AdamWParams {
@@ -319,11 +335,28 @@ impl TrainConfig {
         }
     }
 
+    /// Learning rate at a step: linear warm-up, constant to `decay_start`, then a cosine
+    /// decay reaching `min_lr` at `steps` (a late decay is worth ~1 dB over a constant rate).
     pub fn lr_at(&self, step: u64) -> f64 {
-        if self.warmup_steps == 0 || step >= self.warmup_steps {
-            self.lr
-        } else {
-            self.lr * (step + 1) as f64 / self.warmup_steps as f64
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
+        if step < self.decay_start || self.steps <= self.decay_start {
+            return self.lr;
+        }
+        let progress =
+            ((step - self.decay_start) as f64 / (self.steps - self.decay_start) as f64).min(1.0);
+        self.min_lr
+            + 0.5 * (self.lr - self.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+
+    /// Whether `other` may continue a run saved with `self`: everything but the length of the
+    /// run and its learning-rate decay must match.
+    pub fn resumable_as(&self, other: &TrainConfig) -> bool {
+        let mut a = self.clone();
+        a.steps = other.steps;
+        a.min_lr = other.min_lr;
+        a.decay_start = other.decay_start;
+        a == *other
     }
 }

@@ -216,11 +216,9 @@ pub fn train(
         let state: State = serde_json::from_str(&io(&sp, std::fs::read_to_string(&sp))?)
             .map_err(|e| VqganError::ckpt(&sp, format!("bad state: {e}")))?;
         let saved = TrainConfig::from_toml_str(&state.config_toml)?;
-        let mut a = saved.clone();
-        a.steps = cfg.steps;
-        if a != *cfg {
+        if !saved.resumable_as(cfg) {
             return Err(VqganError::Train(format!(
-                "config differs from the checkpoint's ({}); only train.steps may change on resume",
+                "config differs from the checkpoint's ({}); only train.steps, min_lr and decay_start may change on resume",
                 sp.display()
             )));
         }
