@@ -120,7 +120,7 @@ impl<'e, 'm> BatchDecoder<'e, 'm> {
         self.seqs.push(Sequence {
             id,
             grammar,
-            sampler: sampler.clone(),
+            sampler: *sampler,
             rng: ChaCha8Rng::seed_from_u64(seed),
             max_tokens,
             out: Vec::new(),

@@ -7,6 +7,7 @@
 //! - [`decode`] — token-by-token decoding of any number of sequences at once (continuous batching)
 //! - [`engine`] — task-context compilation with IE eviction, and generation with batched CFG
 //! - [`pipeline`] — a model directory with its tokenizer and VQGAN, images ↔ code grids
+//! - [`request`] — the one request path: examples, query and mode in; decoder inputs out; answers back
 //! - [`task_context`] — saving and loading compiled task contexts
 
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod grammar;
 pub mod incontext;
 pub mod pipeline;
+pub mod request;
 pub mod sampler;
 pub mod task_context;
 

@@ -10,7 +10,7 @@ use xprompt_core::sequence::{ImageFormat, ImageGrid};
 use xprompt_core::tokenizer::TextTokenizer;
 use xprompt_core::vocab::Vocabulary;
 use xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS;
-use xprompt_vqgan::preprocess::{preprocess_for_unit, to_tensor, to_u8_image, CropOffset};
+use xprompt_vqgan::preprocess::{to_tensor, to_u8_image};
 use xprompt_vqgan::{load_image, CodeGrid, U8Image, Vqgan};
 
 use crate::engine::Engine;
@@ -121,25 +121,9 @@ impl Pipeline {
     /// Loads, crops (Lumina's policy, centre crop) and encodes an image file.
     pub fn encode_image(&self, path: &Path, size: usize) -> Result<ImageGrid> {
         self.vqgan()?; // fail before reading the image
-        let req = |e: xprompt_vqgan::VqganError| {
-            GenerateError::Request(format!("{}: {e}", path.display()))
-        };
-        let unit = self.model.config().geometry.pixels_per_size_unit();
-        // The sequence format names an image's size with size tokens: a side larger than the
-        // largest one the model knows cannot be written down at all.
-        let largest = self.vocab.max_size_units() * unit;
-        if size > largest {
-            return Err(GenerateError::Request(format!(
-                "image size {size} px is larger than this model's largest image side ({largest} px); \
-                 use --size {largest} or less (this model was trained at {} px)",
-                self.default_image_size()
-            )));
-        }
-        let loaded = load_image(path, DEFAULT_MAX_PIXELS).map_err(req)?;
-        let img = preprocess_for_unit(&loaded, size, unit, CropOffset::Center, DEFAULT_MAX_PIXELS)
-            .map_err(req)?;
-        self.encode_pixels(&img)
-            .map_err(|e| GenerateError::Request(format!("{}: {e}", path.display())))
+        let loaded = load_image(path, DEFAULT_MAX_PIXELS)
+            .map_err(|e| GenerateError::Request(format!("{}: {e}", path.display())))?;
+        self.encode_loaded(&loaded, size, &path.display().to_string())
     }
 
     /// Encodes an RGB image whose sides are multiples of the VQGAN factor.

@@ -98,7 +98,14 @@ fn png_header(path: &Path) -> Option<PngHeader> {
     let mut f = std::fs::File::open(path).ok()?;
     let mut b = [0u8; 26];
     f.read_exact(&mut b).ok()?;
-    if b[..8] != [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a] || &b[12..16] != b"IHDR" {
+    png_header_bytes(&b)
+}
+
+fn png_header_bytes(b: &[u8]) -> Option<PngHeader> {
+    if b.len() < 26
+        || b[..8] != [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a]
+        || &b[12..16] != b"IHDR"
+    {
         return None;
     }
     let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -136,6 +143,41 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage> {
         Some(p) => (p.width, p.height),
         None => read_dimensions(path)?,
     };
+    check_pixels(path, w, h, max_pixels)?;
+    let reader = ImageReader::open(path)
+        .map_err(|e| VqganError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| VqganError::io(path, e))?;
+    decode_checked(reader, png, (w, h), path)
+}
+
+/// [`load_image`] for an image held in memory (an upload); `name` labels errors.
+pub fn load_image_bytes(bytes: &[u8], name: &str, max_pixels: u64) -> Result<LoadedImage> {
+    let label = Path::new(name);
+    let open = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| VqganError::io(label, e))
+    };
+    let png = png_header_bytes(bytes);
+    let reader = open()?;
+    if reader.format().is_none() {
+        return Err(VqganError::image(
+            label,
+            "unknown image format (expected PNG or JPEG)",
+        ));
+    }
+    let (w, h) = match png {
+        Some(p) => (p.width, p.height),
+        None => reader.into_dimensions().map_err(|e| {
+            VqganError::image(label, format!("corrupt or unsupported image header: {e}"))
+        })?,
+    };
+    check_pixels(label, w, h, max_pixels)?;
+    decode_checked(open()?, png, (w, h), label)
+}
+
+fn check_pixels(path: &Path, w: u32, h: u32, max_pixels: u64) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(VqganError::image(
             path,
@@ -152,10 +194,18 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage> {
             ),
         ));
     }
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| VqganError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| VqganError::io(path, e))?;
+    Ok(())
+}
+
+/// Decodes with allocation limits set from the header's size (a lying header cannot make
+/// the decoder allocate more than the budget allows).
+fn decode_checked<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    png: Option<PngHeader>,
+    (w, h): (u32, u32),
+    path: &Path,
+) -> Result<LoadedImage> {
+    let pixels = w as u64 * h as u64;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);

@@ -25,5 +25,5 @@ pub mod train;
 pub use checkpoint::{load_dir, VqganDir};
 pub use config::VqganConfig;
 pub use error::{Result, VqganError};
-pub use image_io::{load_image, U8Image};
+pub use image_io::{load_image, load_image_bytes, U8Image};
 pub use model::{CodeGrid, Vqgan};

@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sha2::{Digest, Sha256};
-use xprompt_core::sequence::{parse, text_to_image_prompt, ImageGrid, Piece};
-use xprompt_generate::engine::{Progress, TaskContext};
-use xprompt_generate::grammar::ImageGrammar;
-use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
+use xprompt_generate::engine::Progress;
 use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::request::{
+    content_hash, default_sampler, CompiledTask, ExampleInput, ExampleOutput, ModeChoice,
+    PreparedQuery,
+};
 use xprompt_generate::sampler::SamplerConfig;
-use xprompt_generate::task_context::{self, model_fingerprint, TaskMeta};
+use xprompt_generate::task_context;
+use xprompt_vqgan::image_io::{LoadedImage, DEFAULT_MAX_PIXELS};
+use xprompt_vqgan::{load_image, load_image_bytes};
 
 /// Where the bundled default model lives, relative to the working directory.
 pub const DEFAULT_MODEL: &str = "models/default";
@@ -160,92 +162,62 @@ fn check_sampling(a: &GenerateArgs) -> Result<()> {
 /// The most examples RAIE may retrieve for one request.
 pub const MAX_RAIE_K: usize = 64;
 
-fn mode_of(p: &Pipeline, a: &ExampleArgs, has_examples: bool) -> PromptMode {
-    if a.zero_shot || !has_examples {
-        PromptMode::ZeroShot
-    } else if a.causal || (!a.xprompt && p.vocab.xprompt.is_empty()) {
-        PromptMode::Causal
+fn mode_choice(a: &ExampleArgs) -> ModeChoice {
+    if a.zero_shot {
+        ModeChoice::ZeroShot
+    } else if a.causal {
+        ModeChoice::Causal
+    } else if a.xprompt {
+        ModeChoice::XPrompt
     } else {
-        PromptMode::XPrompt
+        ModeChoice::Auto
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+fn read_image(path: &Path, spec: &str) -> Result<(LoadedImage, String)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--example {spec}: reading {}", path.display()))?;
+    let img = load_image_bytes(&bytes, &path.display().to_string(), DEFAULT_MAX_PIXELS)
+        .with_context(|| format!("--example {spec}"))?;
+    Ok((img, content_hash(&bytes)))
 }
 
-/// Parses and encodes the `--example IN=OUT` pairs; also returns their content hashes.
-fn load_examples(
-    p: &Pipeline,
-    a: &ExampleArgs,
-    size: usize,
-) -> Result<(Vec<Example>, Vec<String>)> {
+/// Reads the `--example IN=OUT` pairs into memory, with their content hashes.
+fn load_examples(a: &ExampleArgs) -> Result<Vec<ExampleInput>> {
     let mut examples = Vec::new();
-    let mut hashes = Vec::new();
     for (i, spec) in a.examples.iter().enumerate() {
         let (input, output) = spec.split_once('=').with_context(|| {
             format!("--example {spec:?}: expected INPUT=OUTPUT or INPUT=text:ANSWER")
         })?;
-        let input_path = PathBuf::from(input);
-        let grid = p.encode_image(&input_path, size)?;
-        let mut h = sha256_file(&input_path)?;
+        let (input_img, mut hash) = read_image(Path::new(input), spec)?;
         let output = if let Some(text) = output.strip_prefix("text:") {
-            h.push_str(&format!("+text:{:x}", Sha256::digest(text.as_bytes())));
-            Answer::Text(text.to_string())
+            hash.push_str(&format!("+text:{}", content_hash(text.as_bytes())));
+            ExampleOutput::Text(text.to_string())
         } else {
-            let out_path = PathBuf::from(output);
-            let out_grid = p.encode_image(&out_path, size)?;
-            if (out_grid.rows, out_grid.cols) != (grid.rows, grid.cols) {
-                bail!(
-                    "--example {spec}: the output encodes to a {}×{} grid but the input to {}×{} (use images of the same aspect ratio)",
-                    out_grid.rows, out_grid.cols, grid.rows, grid.cols
-                );
-            }
-            h.push('+');
-            h.push_str(&sha256_file(&out_path)?);
-            Answer::Image(out_grid)
+            let (img, h) = read_image(Path::new(output), spec)?;
+            hash.push('+');
+            hash.push_str(&h);
+            ExampleOutput::Image(img)
         };
-        examples.push(Example {
+        examples.push(ExampleInput {
+            label: format!("--example {spec}"),
+            input: input_img,
+            output,
             instruction: a
                 .example_instructions
                 .get(i)
                 .cloned()
                 .or_else(|| a.example_instruction.clone()),
-            inputs: vec![grid],
-            output,
+            hash,
         });
-        hashes.push(h);
     }
-    Ok((examples, hashes))
+    Ok(examples)
 }
 
-fn compile(p: &Pipeline, a: &ExampleArgs) -> Result<(TaskContext, TaskMeta, Vec<Example>)> {
+fn compile(p: &Pipeline, a: &ExampleArgs) -> Result<CompiledTask> {
     let size = a.size.unwrap_or_else(|| p.default_image_size());
-    let (examples, hashes) = load_examples(p, a, size)?;
-    let mode = mode_of(p, a, !examples.is_empty());
-    let used: &[Example] = if mode == PromptMode::ZeroShot {
-        &[]
-    } else {
-        &examples
-    };
-    let layout = p.builder().context(used, mode)?;
-    let ctx = p.engine().compile(&layout, mode)?;
-    let meta = TaskMeta {
-        version: 1,
-        model_fingerprint: model_fingerprint(&p.model)?,
-        mode,
-        next_position: ctx.next_position,
-        examples_len: ctx.examples_len,
-        xprompt_len: ctx.xprompt_len,
-        num_layers: p.model.config().num_hidden_layers,
-        example_hashes: hashes,
-        grid: examples
-            .first()
-            .and_then(|e| e.inputs.first())
-            .map(|g| (g.rows, g.cols)),
-    };
-    Ok((ctx, meta, examples))
+    let examples = load_examples(a)?;
+    Ok(p.compile_examples(&examples, mode_choice(a), size)?)
 }
 
 pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
@@ -256,7 +228,7 @@ pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
     xprompt_core::safe_fs::refuse_non_regular(&a.out)?;
     let p = Pipeline::load(&a.ex.model)?;
     let t = Instant::now();
-    let (ctx, meta, _) = compile(&p, &a.ex)?;
+    let CompiledTask { ctx, meta, .. } = compile(&p, &a.ex)?;
     task_context::save(&a.out, &ctx, &meta)?;
     eprintln!(
         "compiled {} example(s) ({} tokens, mode {:?}) into {} cached positions in {:.2} s -> {}",
@@ -328,24 +300,22 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
     retrieve(&mut a)?;
     let p = Pipeline::load(&a.ex.model)?;
     let size = a.ex.size.unwrap_or_else(|| p.default_image_size());
-    let (ctx, meta, examples) = match &a.task {
+    let task = match &a.task {
         Some(path) => {
             let (ctx, meta) = task_context::load(path, &p.model)?;
-            (ctx, meta, Vec::new())
+            // A saved task does not record its answer kind: image answers, as compiled tasks
+            // from image examples give.
+            CompiledTask {
+                ctx,
+                meta,
+                text_answer: false,
+            }
         }
         None => compile(&p, &a.ex)?,
     };
-    let text_answer = examples
-        .first()
-        .is_some_and(|e| matches!(e.output, Answer::Text(_)));
-    let defaults = SamplerConfig::default();
+    let defaults = default_sampler(!a.queries.is_empty());
     let sampler = SamplerConfig {
-        // In-context image-to-image answers follow Lumina's Omni defaults (cfg 1).
-        cfg: a.cfg.unwrap_or(if a.queries.is_empty() {
-            defaults.cfg
-        } else {
-            1.0
-        }),
+        cfg: a.cfg.unwrap_or(defaults.cfg),
         image_top_k: a.image_top_k.unwrap_or(defaults.image_top_k),
         text_top_k: a.text_top_k.unwrap_or(defaults.text_top_k),
         temperature: a.temperature.unwrap_or(defaults.temperature),
@@ -354,52 +324,25 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
         .prompt
         .clone()
         .or_else(|| a.ex.example_instruction.clone());
-    let builder = p.builder();
     let engine = p.engine();
-    let geometry = p.model.config().geometry;
 
     // One job per query image; text-to-image when there is none.
-    // (name, query ids, answer grid)
-    type Job = (String, Vec<u32>, Option<(usize, usize)>);
-    let mut jobs: Vec<Job> = Vec::new();
+    let mut jobs: Vec<(String, PreparedQuery)> = Vec::new();
     if a.queries.is_empty() {
-        let caption = instruction
-            .clone()
-            .context("give --query IMG and/or --prompt TEXT")?;
-        let cells = size / geometry.pixels_per_cell;
-        // Lumina-mGPT was trained on its T2I template; models trained by xprompt (config with
-        // an `xprompt` section) saw the plain instruction, as the task suite words it.
-        let prompt = if p.dir.raw.xprompt.is_some() {
-            caption.clone()
-        } else {
-            text_to_image_prompt(&caption, size, size)
-        };
-        let ids = builder.query_ids(&Query {
-            instruction: Some(prompt),
-            images: vec![],
-        })?;
-        jobs.push(("text-to-image".into(), ids, Some((cells, cells))));
+        if instruction.is_none() {
+            bail!("give --query IMG and/or --prompt TEXT");
+        }
+        jobs.push((
+            "text-to-image".into(),
+            p.prepare_query(&task, None, instruction.as_deref(), size)?,
+        ));
     }
     for q in &a.queries {
-        let grid = p.encode_image(q, size)?;
-        if let Some(g) = meta.grid {
-            if g != (grid.rows, grid.cols) {
-                bail!(
-                    "query {} encodes to a {}×{} grid, but the task's examples were {}×{}",
-                    q.display(),
-                    grid.rows,
-                    grid.cols,
-                    g.0,
-                    g.1
-                );
-            }
-        }
-        let dims = (grid.rows, grid.cols);
-        let ids = builder.query_ids(&Query {
-            instruction: instruction.clone(),
-            images: vec![grid],
-        })?;
-        jobs.push((q.display().to_string(), ids, Some(dims)));
+        let label = q.display().to_string();
+        let img = load_image(q, DEFAULT_MAX_PIXELS).with_context(|| format!("--query {label}"))?;
+        let prepared =
+            p.prepare_query(&task, Some((&img, &label)), instruction.as_deref(), size)?;
+        jobs.push((label, prepared));
     }
     let several = jobs.len() > 1;
     if several || a.out.extension().is_none() {
@@ -407,18 +350,13 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
     }
     let mut report = Vec::new();
     let tty = std::io::stderr().is_terminal();
-    for (i, (name, ids, dims)) in jobs.iter().enumerate() {
-        let grammar = if text_answer {
-            ImageGrammar::text_only(&p.vocab, geometry)
-        } else {
-            ImageGrammar::image_answer(&p.vocab, geometry, *dims)?
-        };
+    for (i, (name, q)) in jobs.iter().enumerate() {
         let t = Instant::now();
         let mut last_row = usize::MAX;
         let out = engine.generate(
-            &ctx,
-            ids,
-            grammar,
+            &task.ctx,
+            &q.ids,
+            q.grammar.clone(),
             &sampler,
             a.seed + i as u64,
             a.max_tokens,
@@ -443,46 +381,32 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
             eprintln!();
         }
         let secs = t.elapsed().as_secs_f64();
-        let mut entry = serde_json::json!({"query": name, "tokens": out.len(), "seconds": secs, "mode": meta.mode});
-        for piece in parse(&builder.format, &out)? {
-            match piece {
-                Piece::Image(g) => {
-                    let path = if several || a.out.extension().is_none() {
-                        a.out.join(format!("{i:03}.png"))
-                    } else {
-                        a.out.clone()
-                    };
-                    save_grid(&p, &g, &path)?;
-                    eprintln!(
-                        "{name}: image {}×{} cells -> {} ({secs:.1} s)",
-                        g.rows,
-                        g.cols,
-                        path.display()
-                    );
-                    entry["image"] = serde_json::json!(path.display().to_string());
-                }
-                Piece::Text(t) => {
-                    let text = match &p.tokenizer {
-                        Some(tok) => tok.decode(&t)?,
-                        None => format!("{t:?}"),
-                    };
-                    println!("{name}: {text}");
-                    entry["text"] = serde_json::json!(text);
-                }
-                _ => {}
-            }
+        let mut entry = serde_json::json!({"query": name, "tokens": out.len(), "seconds": secs, "mode": task.meta.mode});
+        let answer = p.read_answer(&out)?;
+        if let Some((g, img)) = &answer.image {
+            let path = if several || a.out.extension().is_none() {
+                a.out.join(format!("{i:03}.png"))
+            } else {
+                a.out.clone()
+            };
+            img.save_png(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "{name}: image {}×{} cells -> {} ({secs:.1} s)",
+                g.rows,
+                g.cols,
+                path.display()
+            );
+            entry["image"] = serde_json::json!(path.display().to_string());
+        }
+        if let Some(text) = &answer.text {
+            println!("{name}: {text}");
+            entry["text"] = serde_json::json!(text);
         }
         report.push(entry);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(())
-}
-
-fn save_grid(p: &Pipeline, g: &ImageGrid, path: &Path) -> Result<()> {
-    let img = p.decode_grid(g)?;
-    img.save_png(path)
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
