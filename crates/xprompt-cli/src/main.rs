@@ -53,6 +53,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Copy a trained model directory for shipping (f16 weights, logits checked).
     Export(commands::export::ExportArgs),
+    /// HTTP API and web page: models and compiled tasks in memory, batched decoding.
+    Serve(commands::serve::ServeArgs),
     // <subcommands: add new variants above this line, one per module>
 }
 
@@ -127,8 +129,8 @@ fn stdout_errors_are_errors() {
     }));
 }
 
-/// SIGINT/SIGTERM during training: the first asks the trainer to stop after the current
-/// step with a checkpoint (`xprompt_core::interrupt`); a second ends the process at once.
+/// SIGINT/SIGTERM during training or serving: the first asks the trainer to stop after the
+/// current step with a checkpoint (the server: to stop accepting and finish its jobs) (`xprompt_core::interrupt`); a second ends the process at once.
 fn stop_training_on_signals() {
     extern "C" fn on_signal(_: libc::c_int) {
         if xprompt_core::interrupt::requested() {
@@ -164,7 +166,10 @@ fn main() {
     ) {
         quiet_candle_workers();
     }
-    if matches!(cli.command, Command::Train(_) | Command::TrainVq(_)) {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::TrainVq(_) | Command::Serve(_)
+    ) {
         stop_training_on_signals();
     }
     let result = match cli.command {
@@ -183,6 +188,7 @@ fn main() {
         Command::EvalIcl(a) => commands::eval_icl::run(a),
         Command::Demo(a) => commands::demo::run(a),
         Command::Export(a) => commands::export::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -10,6 +10,7 @@ pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod pretokenize;
+pub mod serve;
 pub mod train;
 pub mod train_vq;
 pub mod vq;
