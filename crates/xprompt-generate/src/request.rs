@@ -116,19 +116,26 @@ impl Pipeline {
         }
     }
 
-    /// Crops (Lumina's policy, centre crop) and encodes an image read into memory.
-    pub fn encode_loaded(&self, img: &LoadedImage, size: usize, label: &str) -> Result<ImageGrid> {
+    /// Refuses an image side the model cannot write down; returns the pixels per size token.
+    pub fn check_image_size(&self, size: usize) -> Result<usize> {
         let unit = self.model.config().geometry.pixels_per_size_unit();
         // The sequence format names an image's size with size tokens: a side larger than the
         // largest one the model knows cannot be written down at all.
         let largest = self.vocab.max_size_units() * unit;
-        if size > largest {
+        if size > largest || size == 0 || !size.is_multiple_of(unit) {
             return Err(GenerateError::Request(format!(
-                "image size {size} px is larger than this model's largest image side ({largest} px); \
-                 use --size {largest} or less (`size` in the HTTP API; this model was trained at {} px)",
+                "image size {size} px: this model writes image sides as multiples of {unit} px up to \
+                 {largest} px; use --size {largest} or less (`size` in the HTTP API; this model was \
+                 trained at {} px)",
                 self.default_image_size()
             )));
         }
+        Ok(unit)
+    }
+
+    /// Crops (Lumina's policy, centre crop) and encodes an image read into memory.
+    pub fn encode_loaded(&self, img: &LoadedImage, size: usize, label: &str) -> Result<ImageGrid> {
+        let unit = self.check_image_size(size)?;
         let req = |e: xprompt_vqgan::VqganError| GenerateError::Request(format!("{label}: {e}"));
         let pixels = preprocess_for_unit(img, size, unit, CropOffset::Center, DEFAULT_MAX_PIXELS)
             .map_err(req)?;
@@ -211,6 +218,7 @@ impl Pipeline {
         let builder = self.builder();
         let (ids, dims) = match query {
             None => {
+                self.check_image_size(size)?;
                 let caption = instruction.ok_or_else(|| {
                     GenerateError::Request(
                         "a request needs a query image, a prompt (text-to-image), or both".into(),
@@ -259,7 +267,13 @@ impl Pipeline {
     /// Reads the answer's image (decoded to pixels) and text from emitted tokens.
     pub fn read_answer(&self, tokens: &[u32]) -> Result<AnswerOut> {
         let mut out = AnswerOut::default();
-        for piece in parse(&self.builder().format, tokens)? {
+        let pieces = parse(&self.builder().format, tokens).map_err(|e| {
+            GenerateError::Request(format!(
+                "the answer's {} tokens are not a complete image or text ({e}); was max_tokens too small?",
+                tokens.len()
+            ))
+        })?;
+        for piece in pieces {
             match piece {
                 Piece::Image(g) if out.image.is_none() => {
                     let pixels = self.decode_grid(&g)?;

@@ -102,16 +102,37 @@ pub async fn read_submission(
         .unwrap_or("")
         .to_ascii_lowercase();
     let s = if kind.starts_with("multipart/form-data") {
-        let mp = Multipart::from_request(req, &())
+        let mut mp = Multipart::from_request(req, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("multipart body: {e}")))?;
-        read_multipart(mp, limits).await?
+        match read_multipart(&mut mp, limits).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Read the rest (bounded by the body limit) so the client, still sending,
+                // gets this answer instead of a broken connection.
+                while let Ok(Some(field)) = mp.next_field().await {
+                    if field.bytes().await.is_err() {
+                        break;
+                    }
+                }
+                return Err(e);
+            }
+        }
     } else if kind.starts_with("application/json") {
         let bytes = axum::body::to_bytes(req.into_body(), limits.max_body_bytes)
             .await
             .map_err(|_| body_too_large(limits))?;
-        let j: JsonSubmission = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("JSON body: {e}")))?;
+        // The path names the field at fault (`seed: invalid type ...`).
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let j: JsonSubmission = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("JSON body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("JSON body, field `{path}`: {inner}"))
+            }
+        })?;
         from_json(j)?
     } else {
         return Err(ApiError::new(
@@ -203,7 +224,7 @@ fn boolean(field: &str, text: &str) -> ApiResult<bool> {
     }
 }
 
-async fn read_multipart(mut mp: Multipart, limits: &Limits) -> ApiResult<Submission> {
+async fn read_multipart(mp: &mut Multipart, limits: &Limits) -> ApiResult<Submission> {
     let mut s = Submission::default();
     let mut inputs = Vec::new();
     let mut outputs = Vec::new();

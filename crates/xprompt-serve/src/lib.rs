@@ -280,6 +280,27 @@ async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next
     }
 }
 
+/// Refuses a body whose declared length is over the limit before reading any of it.
+async fn check_content_length(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > st.limits.max_body_bytes as u64 => ApiError::too_large(format!(
+            "the request body is larger than {} bytes",
+            st.limits.max_body_bytes
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -309,5 +330,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_content_length,
+        ))
         .with_state(state)
 }
