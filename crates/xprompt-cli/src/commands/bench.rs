@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// `train-vq` optimiser steps per second on synthetic crops (forward, loss, backward, AdamW).
     TrainVq(TrainVqBenchArgs),
+    /// The HTTP server under concurrent clients: one request at a time vs batched decoding.
+    Serve(super::bench_serve::ServeBenchArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +110,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Vq(a) => super::vq::bench(a),
         BenchCommand::Train(a) => train(a),
         BenchCommand::TrainVq(a) => train_vq(a),
+        BenchCommand::Serve(a) => super::bench_serve::run(a),
     }
 }
 
