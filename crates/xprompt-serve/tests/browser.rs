@@ -75,7 +75,10 @@ impl Driver {
         let base = format!("http://127.0.0.1:{port}");
         let t = Instant::now();
         while http.get(format!("{base}/status")).send().is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "chromedriver did not come up");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "chromedriver did not come up"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let caps = json!({"capabilities": {"alwaysMatch": {
@@ -111,11 +114,7 @@ impl Driver {
         if !body.is_null() {
             req = req.json(&body);
         }
-        let r: Value = req
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let r: Value = req.send().unwrap().json().unwrap();
         if r["value"]["error"].is_string() {
             panic!("WebDriver {path}: {}", r["value"]);
         }
@@ -156,7 +155,11 @@ impl Driver {
 
     fn click(&self, css: &str) {
         let e = self.find(css);
-        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), json!({}));
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            json!({}),
+        );
     }
 
     fn script(&self, js: &str) -> Value {
@@ -221,7 +224,11 @@ fn the_page_generates_an_answer_in_headless_chromium() {
         "const i = document.querySelector('#result img[data-done=\"1\"]'); \
          return [i.complete, i.naturalWidth, i.naturalHeight];",
     );
-    assert_eq!(size, json!([true, 64, 64]), "the answer image did not render");
+    assert_eq!(
+        size,
+        json!([true, 64, 64]),
+        "the answer image did not render"
+    );
     // The history keeps the result.
     assert!(d.count("#history > *") >= 1, "no history entry");
 
@@ -231,7 +238,10 @@ fn the_page_generates_an_answer_in_headless_chromium() {
     d.wait_for("#result img[data-done=\"1\"]", 2, Duration::from_secs(120));
     let labels = d.script("return document.getElementById('result').textContent");
     let labels = labels.as_str().unwrap_or_default().to_lowercase();
-    assert!(labels.contains("xprompt") && labels.contains("causal"), "{labels}");
+    assert!(
+        labels.contains("xprompt") && labels.contains("causal"),
+        "{labels}"
+    );
 
     let shot = d.screenshot();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/serve-page.png");

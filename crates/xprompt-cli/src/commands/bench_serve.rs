@@ -174,8 +174,10 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
             .filter(|(_, s)| s.is_some_and(|s| f(s)))
             .count()
     };
-    let steps = metric(&after, "xprompt_decode_steps_total") - metric(&before, "xprompt_decode_steps_total");
-    let rows = metric(&after, "xprompt_decode_rows_total") - metric(&before, "xprompt_decode_rows_total");
+    let steps = metric(&after, "xprompt_decode_steps_total")
+        - metric(&before, "xprompt_decode_steps_total");
+    let rows =
+        metric(&after, "xprompt_decode_rows_total") - metric(&before, "xprompt_decode_rows_total");
     Ok(Run {
         max_batch,
         clients,
@@ -214,11 +216,14 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "model": a.model,
-            "threads": candle_core::utils::get_num_threads(),
-            "runs": runs,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": a.model,
+                "threads": candle_core::utils::get_num_threads(),
+                "runs": runs,
+            }))?
+        );
     } else {
         println!("| clients | one at a time req/s | batched req/s | speed-up | batched p50 s | batched p95 s | rows/step | 429 | 5xx |");
         println!("|---|---|---|---|---|---|---|---|---|");
