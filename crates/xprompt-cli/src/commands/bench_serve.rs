@@ -171,7 +171,7 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
     let count = |f: &dyn Fn(u16) -> bool| {
         results
             .iter()
-            .filter(|(_, s)| s.is_some_and(|s| f(s)))
+            .filter(|(_, s)| s.is_some_and(f))
             .count()
     };
     let steps = metric(&after, "xprompt_decode_steps_total")
@@ -196,7 +196,7 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
 }
 
 pub fn run(a: ServeBenchArgs) -> Result<()> {
-    if a.requests == 0 || a.clients.iter().any(|&c| c == 0) || a.max_batch == 0 {
+    if a.requests == 0 || a.clients.contains(&0) || a.max_batch == 0 {
         bail!("--requests, --clients and --max-batch must be at least 1");
     }
     let reqs = demo_requests(&a.model)?;
