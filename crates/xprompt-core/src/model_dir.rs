@@ -28,6 +28,10 @@ pub struct LoadOptions {
     pub dtype: DType,
     pub device: Device,
     pub mode: OpsMode,
+    /// Hold the weight matrices (embedding, projections, head) in this half dtype instead of
+    /// `dtype` — no widening at load, half the memory; norms, activations and logits stay in
+    /// `dtype`. `None`: every tensor in `dtype`. Inference (fused ops) only.
+    pub matrices: Option<DType>,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +40,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             device: Device::Cpu,
             mode: OpsMode::Fused,
+            matrices: None,
         }
     }
 }
@@ -90,16 +95,32 @@ impl ModelDir {
         CheckpointStore::open_dir(&self.dir).map(Arc::new)
     }
 
+    /// The half dtype the checkpoint's matrices are stored in (the embedding's), if any: what
+    /// `--weights auto` keeps in memory.
+    pub fn stored_half_dtype(&self) -> Result<Option<DType>> {
+        let store = self.checkpoint()?;
+        Ok(
+            match store.info("model.embed_tokens.weight").map(|(_, dt)| dt) {
+                Some(safetensors::Dtype::BF16) => Some(DType::BF16),
+                Some(safetensors::Dtype::F16) => Some(DType::F16),
+                _ => None,
+            },
+        )
+    }
+
     /// Builds the decoder from the checkpoint; every tensor must be used or ignored.
     pub fn load_model(&self, opts: &LoadOptions) -> Result<ChameleonModel> {
         let store = self.checkpoint()?;
-        let vb = store.var_builder(opts.dtype, &opts.device);
-        let model = ChameleonModel::new(&self.config, vb, opts.mode).map_err(|e| {
-            CoreError::Checkpoint {
+        let vb = store.var_builder(opts.matrices.unwrap_or(opts.dtype), &opts.device);
+        let model = ChameleonModel::new(&self.config, vb, opts.mode)
+            .and_then(|m| match opts.matrices {
+                Some(half) if half != opts.dtype => m.keep_matrices(opts.dtype),
+                _ => Ok(m),
+            })
+            .map_err(|e| CoreError::Checkpoint {
                 path: self.dir.display().to_string(),
                 why: e.to_string(),
-            }
-        })?;
+            })?;
         store.ensure_all_consumed(IGNORED_PREFIXES)?;
         Ok(model)
     }

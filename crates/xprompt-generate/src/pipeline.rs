@@ -20,6 +20,33 @@ use crate::incontext::{Answer, Example, PromptBuilder, PromptMode, Query};
 use crate::sampler::SamplerConfig;
 use xprompt_core::sequence::{parse, Piece};
 
+/// How a model's weight matrices are held in memory for inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightsChoice {
+    /// Half as stored: a bf16/f16 checkpoint stays half (half the memory), an f32 one f32.
+    #[default]
+    Auto,
+    /// Everything widened to f32 at load.
+    F32,
+    /// This half dtype (an f32 checkpoint is rounded at load).
+    Half(candle_core::DType),
+}
+
+impl std::str::FromStr for WeightsChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Half(candle_core::DType::BF16)),
+            "f16" => Ok(Self::Half(candle_core::DType::F16)),
+            other => Err(format!(
+                "weights {other:?}: expected auto, f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
 /// Sub-directory of a model directory that holds the VQGAN.
 pub const VQGAN_DIR: &str = "vqgan";
 
@@ -57,8 +84,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, WeightsChoice::F32)
+    }
+
+    /// [`Pipeline::load`] holding the weight matrices as `weights` says.
+    pub fn load_with(dir: &Path, weights: WeightsChoice) -> Result<Self> {
         let md = ModelDir::open(dir)?;
-        let model = md.load_model(&LoadOptions::default())?;
+        let matrices = match weights {
+            WeightsChoice::F32 => None,
+            WeightsChoice::Auto => md.stored_half_dtype()?,
+            WeightsChoice::Half(dt) => Some(dt),
+        };
+        let model = md.load_model(&LoadOptions {
+            matrices,
+            ..LoadOptions::default()
+        })?;
         let vocab = md.vocabulary()?.ok_or_else(|| {
             GenerateError::Request(format!(
                 "{}: no vocabulary (config.json has no vocabulary_map and there is no tokenizer.json)",

@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use xprompt_generate::pipeline::Pipeline;
+pub use xprompt_generate::pipeline::WeightsChoice;
 
 use crate::error::ApiError;
 pub use crate::limits::Limits;
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     /// parameter for event streams).
     pub token: Option<String>,
     pub limits: Limits,
+    /// How weight matrices are held (`auto`: half checkpoints stay half).
+    pub weights: WeightsChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +137,7 @@ pub fn spawn(config: ServeConfig) -> Result<ServerHandle, ServeError> {
     let mut models = Vec::new();
     let mut decode_threads = Vec::new();
     for (dir, id) in config.models.iter().zip(model_ids(&config.models)?) {
-        let pipeline = Pipeline::load(dir).map_err(|e| ServeError::Model {
+        let pipeline = Pipeline::load_with(dir, config.weights).map_err(|e| ServeError::Model {
             dir: dir.clone(),
             why: e.to_string(),
         })?;

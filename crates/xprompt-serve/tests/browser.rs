@@ -210,6 +210,7 @@ fn the_page_generates_an_answer_in_headless_chromium() {
         addr: "127.0.0.1:0".parse().unwrap(),
         token: None,
         limits: Limits::default(),
+        weights: Default::default(),
     })
     .unwrap();
     let d = Driver::start(&driver, &chromium);

@@ -25,6 +25,7 @@ fn start(limits: Limits, token: Option<&str>) -> ServerHandle {
         addr: "127.0.0.1:0".parse().unwrap(),
         token: token.map(str::to_string),
         limits,
+        weights: Default::default(),
     })
     .unwrap()
 }

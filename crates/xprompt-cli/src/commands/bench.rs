@@ -11,6 +11,7 @@ use xprompt_core::config::ChameleonConfig;
 use xprompt_core::model::{positions, ChameleonModel, Visibility};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
 use xprompt_core::ops::OpsMode;
+use xprompt_generate::pipeline::WeightsChoice;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -94,6 +95,10 @@ pub struct DecodeArgs {
     /// (hidden 1024, 12 layers, 16 heads, mlp 2816, vocab 65536).
     #[arg(long)]
     pub preset: Option<String>,
+    /// Weight matrices in memory: f32, bf16 or f16 (norms, activations and logits stay f32);
+    /// `auto` keeps a half checkpoint half.
+    #[arg(long, default_value = "f32")]
+    pub weights: xprompt_generate::pipeline::WeightsChoice,
     #[arg(long, default_value_t = 128)]
     pub prompt_len: usize,
     #[arg(long, default_value_t = 64)]
@@ -158,12 +163,31 @@ fn decode(a: DecodeArgs) -> Result<()> {
     }
     let dev = Device::Cpu;
     let model = match (&a.model, &a.preset) {
-        (Some(dir), _) => ModelDir::open(dir)?.load_model(&LoadOptions::default())?,
+        (Some(dir), _) => {
+            let md = ModelDir::open(dir)?;
+            let matrices = match a.weights {
+                WeightsChoice::F32 => None,
+                WeightsChoice::Auto => md.stored_half_dtype()?,
+                WeightsChoice::Half(dt) => Some(dt),
+            };
+            md.load_model(&LoadOptions {
+                matrices,
+                ..LoadOptions::default()
+            })?
+        }
         (None, Some(p)) => {
             let cfg = preset(p)?;
             let varmap = candle_nn::VarMap::new();
-            let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-            ChameleonModel::new(&cfg, vb, OpsMode::Fused)?
+            let half = match a.weights {
+                WeightsChoice::Half(dt) => Some(dt),
+                _ => None,
+            };
+            let vb = candle_nn::VarBuilder::from_varmap(&varmap, half.unwrap_or(DType::F32), &dev);
+            let m = ChameleonModel::new(&cfg, vb, OpsMode::Fused)?;
+            match half {
+                Some(_) => m.keep_matrices(DType::F32)?,
+                None => m,
+            }
         }
         (None, None) => bail!("give --model DIR or --preset tiny|150m"),
     };
@@ -217,7 +241,8 @@ fn decode(a: DecodeArgs) -> Result<()> {
 
     let params = cfg.parameter_count();
     // Per decoded token every weight matrix is read once, except the embedding (one row).
-    let bytes_per_token = (params - cfg.vocab_size * cfg.hidden_size) * 4;
+    let bytes_per_token =
+        (params - cfg.vocab_size * cfg.hidden_size) * model.matrix_dtype().size_in_bytes();
     let bandwidth = measure_read_bandwidth();
     let bound_tps = bandwidth / bytes_per_token as f64;
     let prefill_tps = a.prompt_len as f64 / prefill_s;

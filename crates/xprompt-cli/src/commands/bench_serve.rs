@@ -109,6 +109,7 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
             max_pending: a.max_pending,
             ..Limits::default()
         },
+        weights: Default::default(),
     })?;
     let url = format!("http://{}/v1/generate", server.addr);
     let http = reqwest::blocking::Client::builder()
@@ -168,12 +169,7 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
         .map(|(t, _)| *t)
         .collect();
     ok_lat.sort_by(f64::total_cmp);
-    let count = |f: &dyn Fn(u16) -> bool| {
-        results
-            .iter()
-            .filter(|(_, s)| s.is_some_and(f))
-            .count()
-    };
+    let count = |f: &dyn Fn(u16) -> bool| results.iter().filter(|(_, s)| s.is_some_and(f)).count();
     let steps = metric(&after, "xprompt_decode_steps_total")
         - metric(&before, "xprompt_decode_steps_total");
     let rows =

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use xprompt_generate::engine::Progress;
-use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::pipeline::{Pipeline, WeightsChoice};
 use xprompt_generate::request::{
     content_hash, default_sampler, CompiledTask, ExampleInput, ExampleOutput, ModeChoice,
     PreparedQuery,
@@ -47,6 +47,10 @@ pub struct ExampleArgs {
     /// Use X-Prompt compression (the default whenever the model has X-Prompt tokens).
     #[arg(long, conflicts_with_all = ["causal", "zero_shot"])]
     pub xprompt: bool,
+    /// Weight matrices in memory: `auto` keeps a bf16/f16 checkpoint half (half the memory;
+    /// products widen per row or per matrix), `f32` widens at load, `bf16`/`f16` round to half.
+    #[arg(long, default_value = "auto")]
+    pub weights: WeightsChoice,
 }
 
 #[derive(Args)]
@@ -226,7 +230,7 @@ pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
     }
     check_output(&a.out, &input_paths(&a.ex, &[]))?;
     xprompt_core::safe_fs::refuse_non_regular(&a.out)?;
-    let p = Pipeline::load(&a.ex.model)?;
+    let p = Pipeline::load_with(&a.ex.model, a.ex.weights)?;
     let t = Instant::now();
     let CompiledTask { ctx, meta, .. } = compile(&p, &a.ex)?;
     task_context::save(&a.out, &ctx, &meta)?;
@@ -298,7 +302,7 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
     }
     check_output(&a.out, &input_paths(&a.ex, &reads))?;
     retrieve(&mut a)?;
-    let p = Pipeline::load(&a.ex.model)?;
+    let p = Pipeline::load_with(&a.ex.model, a.ex.weights)?;
     let size = a.ex.size.unwrap_or_else(|| p.default_image_size());
     let task = match &a.task {
         Some(path) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use xprompt_serve::{Limits, ServeConfig};
+use xprompt_serve::{Limits, ServeConfig, WeightsChoice};
 
 use super::generate::DEFAULT_MODEL;
 
@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Seconds running jobs get to finish on SIGTERM before they are cancelled.
     #[arg(long, default_value_t = Limits::default().shutdown_grace_s)]
     pub shutdown_grace: u64,
+    /// Weight matrices in memory: auto (half checkpoints stay half), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    pub weights: WeightsChoice,
     /// Largest request body in MiB.
     #[arg(long, default_value_t = Limits::default().max_body_bytes >> 20)]
     pub max_body_mib: usize,
@@ -79,6 +82,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         addr: a.addr,
         token: a.token,
         limits,
+        weights: a.weights,
     })?;
     Ok(())
 }

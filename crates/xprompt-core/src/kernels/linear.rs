@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::access::ensure_non_empty;
@@ -58,18 +59,38 @@ fn weight_as<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<Co
     if T::cpu_storage_as_slice(storage).is_ok() {
         return Ok(Cow::Borrowed(slice::<T>(storage, layout, "weight")?));
     }
-    let widen = |x: f32| T::from(x).unwrap_or_else(T::nan);
+    let as_t = |v: Vec<f32>| -> Vec<T> {
+        v.into_iter()
+            .map(|x| T::from(x).unwrap_or_else(T::nan))
+            .collect()
+    };
     Ok(Cow::Owned(match storage {
-        CpuStorage::BF16(_) => slice::<half::bf16>(storage, layout, "weight")?
-            .par_iter()
-            .map(|w| widen(w.to_f32()))
-            .collect(),
-        CpuStorage::F16(_) => slice::<half::f16>(storage, layout, "weight")?
-            .par_iter()
-            .map(|w| widen(w.to_f32()))
-            .collect(),
+        CpuStorage::BF16(_) => as_t(widen_bf16(slice::<half::bf16>(storage, layout, "weight")?)),
+        CpuStorage::F16(_) => as_t(widen_f16(slice::<half::f16>(storage, layout, "weight")?)),
         other => bail!("linear: weight dtype {:?} is not supported", other.dtype()),
     }))
+}
+
+/// Elements per parallel block of a widening.
+const WIDEN_BLOCK: usize = 1 << 14;
+
+/// bf16 -> f32 in parallel blocks with the slice conversion (vectorised; many times faster
+/// than element by element).
+pub(crate) fn widen_bf16(src: &[half::bf16]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(WIDEN_BLOCK)
+        .zip(src.par_chunks(WIDEN_BLOCK))
+        .for_each(|(o, s)| s.convert_to_f32_slice(o));
+    out
+}
+
+/// f16 -> f32 likewise (F16C instructions when the CPU has them).
+pub(crate) fn widen_f16(src: &[half::f16]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(WIDEN_BLOCK)
+        .zip(src.par_chunks(WIDEN_BLOCK))
+        .for_each(|(o, s)| s.convert_to_f32_slice(o));
+    out
 }
 
 fn forward<T: Real>(x: &[T], w: &[T], rows: usize, in_dim: usize, out_dim: usize) -> Vec<T> {

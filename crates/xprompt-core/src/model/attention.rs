@@ -5,7 +5,7 @@
 //! (CHAMELEON_LUMINA.md §1.2–1.3). GQA is computed by folding the query heads of a group
 //! into the sequence axis, so keys and values are never repeated in memory.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::linear::Linear;
@@ -25,6 +25,12 @@ pub struct HeadNorm {
 }
 
 impl HeadNorm {
+    fn widen(&mut self, dtype: DType) -> Result<()> {
+        self.weight = self.weight.to_dtype(dtype)?;
+        self.bias = self.bias.to_dtype(dtype)?;
+        Ok(())
+    }
+
     pub fn new(heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: per_head_param(heads, head_dim, "weight", Init::Const(1.0), &vb)?,
@@ -118,6 +124,20 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Vectors (q/k norms, biases) to `dtype`; the projection matrices stay as stored.
+    pub(crate) fn widen_vectors(&mut self, dtype: DType) -> Result<()> {
+        for l in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ] {
+            l.widen_bias(dtype)?;
+        }
+        self.q_norm.widen(dtype)?;
+        self.k_norm.widen(dtype)
+    }
+
     /// Appends a sample of every weight to `out` (model fingerprints).
     pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
         for l in [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj] {

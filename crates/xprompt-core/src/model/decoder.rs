@@ -188,6 +188,9 @@ pub struct ChameleonModel {
     mode: OpsMode,
     residual_dropout: f64,
     cfg: ChameleonConfig,
+    /// Dtype of activations, norms and the KV cache (the weights' dtype unless the
+    /// matrices are kept in half precision, see [`ChameleonModel::keep_matrices`]).
+    compute_dtype: DType,
 }
 
 impl ChameleonModel {
@@ -238,7 +241,9 @@ impl ChameleonModel {
         let inv: Vec<f32> = (0..d / 2)
             .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32))
             .collect();
+        let compute_dtype = embed.dtype();
         Ok(Self {
+            compute_dtype,
             embed_tokens: Embedding::new(embed, cfg.hidden_size),
             layers,
             norm,
@@ -276,6 +281,36 @@ impl ChameleonModel {
     }
 
     pub fn dtype(&self) -> DType {
+        self.compute_dtype
+    }
+
+    /// Inference with half-precision matrices: the embedding, projection and head matrices
+    /// stay in the dtype they were built in (bf16/f16, half the memory of f32), while norms,
+    /// biases, activations, the KV cache and the logits use `compute` (f32). Products widen
+    /// the weights as they read them (`Linear`); embedding rows are widened on lookup.
+    pub fn keep_matrices(mut self, compute: DType) -> Result<Self> {
+        if self.mode != OpsMode::Fused {
+            candle_core::bail!("half-precision matrices are for inference (fused ops) only");
+        }
+        self.norm.weight = self.norm.weight.to_dtype(compute)?;
+        for layer in &mut self.layers {
+            layer.self_attn.widen_vectors(compute)?;
+            layer.mlp.widen_vectors(compute)?;
+            for n in [
+                &mut layer.input_layernorm,
+                &mut layer.post_attention_layernorm,
+            ] {
+                n.weight = n.weight.to_dtype(compute)?;
+            }
+        }
+        self.lm_head.widen_bias(compute)?;
+        self.inv_freq = self.inv_freq.to_dtype(DType::F32)?;
+        self.compute_dtype = compute;
+        Ok(self)
+    }
+
+    /// The dtype the weight matrices are held in.
+    pub fn matrix_dtype(&self) -> DType {
         self.embed_tokens.embeddings().dtype()
     }
 
@@ -324,6 +359,9 @@ impl ChameleonModel {
             residual_dropout: self.residual_dropout,
         };
         let mut x = self.embed_tokens.forward(ids)?;
+        if x.dtype() != self.compute_dtype {
+            x = x.to_dtype(self.compute_dtype)?;
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(&x, &ctx, layer_cache)?;

@@ -8,6 +8,7 @@
 //! other product is one 2-D gemm over all rows (see `plain_forward`).
 
 use candle_core::{DType, Device, Module, Result, Storage, Tensor};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::lora::LoraAdapter;
@@ -76,6 +77,15 @@ impl Linear {
         self.inner.weight()
     }
 
+    /// Converts the bias (not the weight) to `dtype` and detaches the weight: a
+    /// half-precision model keeps its matrices as stored, computes in f32 and never trains
+    /// (see `ChameleonModel::keep_matrices`).
+    pub(crate) fn widen_bias(&mut self, dtype: DType) -> Result<()> {
+        let b = self.inner.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+        self.inner = candle_nn::Linear::new(self.inner.weight().detach(), b);
+        Ok(())
+    }
+
     /// # Shapes
     /// `(…, in)` -> `(…, out)`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -91,7 +101,21 @@ impl Linear {
         if let Some(lora) = &self.lora {
             return self.plain_forward(x)? + lora.delta(x)?;
         }
-        if !eligible {
+        let half = matches!(w.dtype(), DType::BF16 | DType::F16);
+        let half_inference = self.mode == OpsMode::Fused
+            && half
+            && x.dtype() == DType::F32
+            && matches!(x.device(), Device::Cpu)
+            && w.is_contiguous();
+        if half_inference && rows > MAX_FEW_ROWS {
+            // Many rows (prefill): widen the matrix once for one f32 gemm.
+            let y = crate::kernels::linear::linear(x, w)?;
+            return match self.inner.bias() {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        if !(eligible || half_inference) {
             return self.plain_forward(x);
         }
         let mut out_dims = x.dims().to_vec();
@@ -138,7 +162,37 @@ impl Linear {
     }
 }
 
-/// `y = x · Wᵀ` for `rows` rows of `x` (row-major `(rows, in)`) and `W` `(out, in)`.
+/// A contiguous weight matrix as stored: f32, or bf16/f16 widened one row at a time.
+enum WeightRows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
+}
+
+impl WeightRows<'_> {
+    /// Row `n` of width `in_dim` as f32 (borrowed, or widened into `buf`).
+    fn row<'b>(&'b self, n: usize, in_dim: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        let range = n * in_dim..(n + 1) * in_dim;
+        match self {
+            WeightRows::F32(w) => &w[range],
+            // The slice conversions use the CPU's conversion instructions (F16C) when present.
+            WeightRows::Bf16(w) => {
+                buf.resize(in_dim, 0.0);
+                w[range].convert_to_f32_slice(buf);
+                buf
+            }
+            WeightRows::F16(w) => {
+                buf.resize(in_dim, 0.0);
+                w[range].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
+/// `y = x · Wᵀ` for `rows` rows of `x` (row-major `(rows, in)`) and `W` `(out, in)`, with `W`
+/// in f32, bf16 or f16 (half weights are read at half the bytes and widened per row: a
+/// half-precision model decodes from half the memory traffic).
 fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
     let (out_dim, in_dim) = w.dims2()?;
     let (storage, layout) = w.storage_and_layout();
@@ -148,16 +202,22 @@ fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
-    let w = &cpu.as_slice::<f32>()?[start..end];
+    let w = match w.dtype() {
+        DType::F32 => WeightRows::F32(&cpu.as_slice::<f32>()?[start..end]),
+        DType::BF16 => WeightRows::Bf16(&cpu.as_slice::<half::bf16>()?[start..end]),
+        DType::F16 => WeightRows::F16(&cpu.as_slice::<half::f16>()?[start..end]),
+        other => candle_core::bail!("few_rows_matmul: weight dtype {other:?}"),
+    };
     // Output transposed as (out, rows) so each parallel chunk owns whole weight rows.
     let mut yt = vec![0f32; out_dim * rows];
     const CHUNK: usize = 64;
     yt.par_chunks_mut(CHUNK * rows)
         .enumerate()
         .for_each(|(c, ychunk)| {
+            let mut buf = Vec::with_capacity(in_dim);
             for (j, yrow) in ychunk.chunks_mut(rows).enumerate() {
                 let n = c * CHUNK + j;
-                let wrow = &w[n * in_dim..(n + 1) * in_dim];
+                let wrow = w.row(n, in_dim, &mut buf);
                 for (r, y) in yrow.iter_mut().enumerate() {
                     *y = dot(wrow, &x[r * in_dim..(r + 1) * in_dim]);
                 }

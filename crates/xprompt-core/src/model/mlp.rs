@@ -19,6 +19,14 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Biases to `dtype`; the matrices stay as stored.
+    pub(crate) fn widen_vectors(&mut self, dtype: candle_core::DType) -> Result<()> {
+        for l in [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
+            l.widen_bias(dtype)?;
+        }
+        Ok(())
+    }
+
     /// Appends a sample of every weight to `out` (model fingerprints).
     pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
         for l in [&self.gate_proj, &self.up_proj, &self.down_proj] {

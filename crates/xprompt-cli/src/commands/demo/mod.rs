@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Seed of the text-to-image sampler (in-context answers are greedy).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Weight matrices in memory: auto (half checkpoints stay half), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    pub weights: xprompt_generate::pipeline::WeightsChoice,
     /// Maintainers: pick a new demo set from this task suite and write it to --set (or
     /// MODEL/demo), instead of running the demo.
     #[arg(long, value_name = "SUITE")]
@@ -183,7 +186,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let set = DemoSet::load(&set_dir)?;
     eprintln!("loading {}", a.model.display());
-    let p = Pipeline::load(&a.model)
+    let p = Pipeline::load_with(&a.model, a.weights)
         .with_context(|| format!("loading the model directory {}", a.model.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut rows = Vec::new();
