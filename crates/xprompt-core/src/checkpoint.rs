@@ -154,6 +154,7 @@ impl CheckpointStore {
             )
         }
         let t = st.load(name, device)?.to_dtype(dtype)?;
+        release_pages(view.data());
         self.consumed
             .lock()
             .expect("consumed set")
@@ -208,6 +209,32 @@ impl CheckpointStore {
                 if left.len() > 5 { ", …" } else { "" }
             ),
         })
+    }
+}
+
+/// Drops this process's mapping of a tensor's bytes once they are copied out: the file's
+/// pages stay in the page cache, but stop counting towards the process's resident memory, so
+/// loading a checkpoint as large as RAM peaks at the model's size rather than twice it.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let start = bytes.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let last = (start + bytes.len()) / page * page;
+        if last > first {
+            // SAFETY: [first, last) lies inside the read-only file mapping `bytes` borrows from;
+            // MADV_DONTNEED on a file mapping only drops page-table entries, and a later read
+            // faults the same file contents back in.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
     }
 }
 

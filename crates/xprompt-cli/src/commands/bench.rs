@@ -26,6 +26,8 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// `train-vq` optimiser steps per second on synthetic crops (forward, loss, backward, AdamW).
     TrainVq(TrainVqBenchArgs),
+    /// Write a model directory with random weights in a real model's shapes (Lumina-7B).
+    RandomCheckpoint(super::bench_checkpoint::RandomCheckpointArgs),
     /// The HTTP server under concurrent clients: one request at a time vs batched decoding.
     Serve(super::bench_serve::ServeBenchArgs),
 }
@@ -116,6 +118,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Train(a) => train(a),
         BenchCommand::TrainVq(a) => train_vq(a),
         BenchCommand::Serve(a) => super::bench_serve::run(a),
+        BenchCommand::RandomCheckpoint(a) => super::bench_checkpoint::run(a),
     }
 }
 
@@ -191,6 +194,8 @@ fn decode(a: DecodeArgs) -> Result<()> {
         }
         (None, None) => bail!("give --model DIR or --preset tiny|150m"),
     };
+    let rss_after_load = current_rss_mb();
+    let load_peak = peak_rss_mb();
     let cfg = model.config().clone();
     let vocab = cfg.vocab_size as u32;
     let prompt: Vec<u32> = (0..a.prompt_len as u32)
@@ -255,6 +260,8 @@ fn decode(a: DecodeArgs) -> Result<()> {
                 "params": params, "prompt_len": a.prompt_len, "gen": a.gen,
                 "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
                 "peak_rss_mb": peak_mb, "read_bandwidth_gb_s": bandwidth / 1e9,
+                "rss_after_load_mb": rss_after_load, "peak_rss_during_load_mb": load_peak,
+                "matrix_dtype": format!("{:?}", model.matrix_dtype()),
                 "bandwidth_bound_tokens_per_s": bound_tps,
                 "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             })
@@ -311,6 +318,19 @@ fn measure_read_bandwidth() -> f64 {
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.
+/// Resident memory now (VmRSS), MB.
+pub fn current_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod bench_checkpoint;
 pub mod bench_serve;
 pub mod data;
 pub mod db;
