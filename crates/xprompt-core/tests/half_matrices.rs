@@ -120,3 +120,28 @@ fn half_matrices_are_refused_for_training() {
         .to_string();
     assert!(err.contains("inference"), "{err}");
 }
+
+#[test]
+fn the_tiled_half_product_equals_the_widened_product() {
+    // More rows than the streaming kernel takes, an output size that is no multiple of the tile.
+    let dev = Device::Cpu;
+    let (rows, in_dim, out_dim) = (100, 4096, 1500);
+    let x = Tensor::randn(0f32, 1.0, (2, rows / 2, in_dim), &dev).unwrap();
+    for half in [DType::BF16, DType::F16] {
+        let w = Tensor::randn(0f32, 0.05, (out_dim, in_dim), &dev)
+            .unwrap()
+            .to_dtype(half)
+            .unwrap();
+        let got = xprompt_core::kernels::linear::linear_half_tiled(&x, &w).unwrap();
+        assert_eq!(got.dims(), &[2, rows / 2, out_dim]);
+        let want = x
+            .reshape((rows, in_dim))
+            .unwrap()
+            .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+            .unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let err = max_rel_err(&got, &want);
+        assert!(err < 1e-5, "{half:?}: {err}");
+    }
+}

@@ -178,3 +178,58 @@ impl CustomOp2 for Linear {
         })
     }
 }
+
+/// Inference `y = x · Wᵀ` with a bf16/f16 `W` `(out, in)` and f32 `x` `(…, in)`: the weight
+/// is widened one tile of output rows at a time (about 16 MB of f32) and multiplied with one
+/// gemm per tile, so a prefill never holds an f32 copy of the matrix. No gradient.
+pub fn linear_half_tiled(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (out_dim, in_dim) = weight.dims2()?;
+    if x.dtype() != DType::F32 || x.dim(candle_core::D::Minus1)? != in_dim {
+        bail!(
+            "linear_half_tiled: an f32 input ending in {in_dim} expected, got {:?} {:?}",
+            x.dtype(),
+            x.dims()
+        );
+    }
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let tile = ((1usize << 22) / in_dim.max(1)).clamp(16, out_dim.max(16));
+    let mut wbuf = vec![0f32; tile * in_dim];
+    let mut tbuf = vec![0f32; rows * tile];
+    let mut y = vec![0f32; rows * out_dim];
+    let (ws, wl) = weight.storage_and_layout();
+    let Storage::Cpu(cpu) = &*ws else {
+        bail!("linear_half_tiled needs a CPU weight")
+    };
+    for t0 in (0..out_dim).step_by(tile) {
+        let n = tile.min(out_dim - t0);
+        let dst = &mut wbuf[..n * in_dim];
+        let range = t0 * in_dim..(t0 + n) * in_dim;
+        match cpu {
+            CpuStorage::BF16(_) => dst
+                .par_chunks_mut(WIDEN_BLOCK)
+                .zip(slice::<half::bf16>(cpu, wl, "weight")?[range].par_chunks(WIDEN_BLOCK))
+                .for_each(|(o, s)| s.convert_to_f32_slice(o)),
+            CpuStorage::F16(_) => dst
+                .par_chunks_mut(WIDEN_BLOCK)
+                .zip(slice::<half::f16>(cpu, wl, "weight")?[range].par_chunks(WIDEN_BLOCK))
+                .for_each(|(o, s)| s.convert_to_f32_slice(o)),
+            other => bail!("linear_half_tiled: weight dtype {:?}", other.dtype()),
+        }
+        let out = &mut tbuf[..rows * n];
+        matmul_parallel(
+            out,
+            Mat::row_major(&xs, rows, in_dim),
+            Mat::row_major(&wbuf[..n * in_dim], n, in_dim).t(),
+        );
+        for r in 0..rows {
+            y[r * out_dim + t0..r * out_dim + t0 + n].copy_from_slice(&out[r * n..(r + 1) * n]);
+        }
+    }
+    drop(ws);
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = out_dim;
+    Tensor::from_vec(y, dims, x.device())
+}
