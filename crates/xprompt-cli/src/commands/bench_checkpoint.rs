@@ -15,7 +15,7 @@ pub struct RandomCheckpointArgs {
     /// Output model directory (config.json + model.safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// `lumina-7b` (6.9 B parameters) or `150m` (the decode bench's preset).
+    /// `lumina-7b` (7.0 B parameters), `150m` (the decode bench's preset) or `tiny`.
     #[arg(long, default_value = "lumina-7b")]
     shape: String,
     /// `bf16`, `f16` or `f32`.
@@ -27,7 +27,8 @@ fn shape_config(name: &str) -> Result<RawChameleonConfig> {
     let (hidden, layers, heads, mlp, vocab) = match name {
         "lumina-7b" => (4096, 32, 32, 11008, 65536),
         "150m" => (1024, 12, 16, 2816, 65536),
-        other => bail!("unknown --shape {other:?} (expected lumina-7b or 150m)"),
+        "tiny" => (64, 2, 4, 128, 512),
+        other => bail!("unknown --shape {other:?} (expected lumina-7b, 150m or tiny)"),
     };
     let json = serde_json::json!({
         "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": mlp,
