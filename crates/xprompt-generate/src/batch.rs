@@ -91,30 +91,32 @@ impl RowBatch {
         let rows: Vec<u32> = (0..keep.len() as u32)
             .filter(|&i| keep[i as usize])
             .collect();
-        self.pads = rows.iter().map(|&i| self.pads[i as usize]).collect();
-        self.positions = rows.iter().map(|&i| self.positions[i as usize]).collect();
-        let Some(cache) = self.cache.take() else {
-            return Ok(());
+        let pads: Vec<usize> = rows.iter().map(|&i| self.pads[i as usize]).collect();
+        let positions: Vec<usize> = rows.iter().map(|&i| self.positions[i as usize]).collect();
+        let shared = pads.iter().copied().min().unwrap_or(0);
+        // Build the new cache first: on an error the batch is left as it was.
+        let cache = match (&self.cache, rows.is_empty()) {
+            (Some(cache), false) => {
+                let len = cache.len() - shared;
+                let dev = cache_device(cache)?;
+                let index = Tensor::new(rows.as_slice(), &dev)?;
+                let mut layers = Vec::with_capacity(cache.layers.len());
+                for layer in &cache.layers {
+                    let (k, v) = layer.current()?;
+                    let pick = |t: &Tensor| -> candle_core::Result<Tensor> {
+                        t.narrow(2, shared, len)?
+                            .contiguous()?
+                            .index_select(&index, 0)
+                    };
+                    layers.push(KvCache::from_tensors(&pick(&k)?, &pick(&v)?)?);
+                }
+                Some(ModelCache { layers })
+            }
+            _ => None,
         };
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let shared = self.pads.iter().copied().min().unwrap_or(0);
-        let len = cache.len() - shared;
-        let dev = cache_device(&cache)?;
-        let index = Tensor::new(rows.as_slice(), &dev)?;
-        let mut layers = Vec::with_capacity(cache.layers.len());
-        for layer in &cache.layers {
-            let (k, v) = layer.current()?;
-            let pick = |t: &Tensor| -> candle_core::Result<Tensor> {
-                t.narrow(2, shared, len)?
-                    .contiguous()?
-                    .index_select(&index, 0)
-            };
-            layers.push(KvCache::from_tensors(&pick(&k)?, &pick(&v)?)?);
-        }
-        self.pads.iter_mut().for_each(|p| *p -= shared);
-        self.cache = Some(ModelCache { layers });
+        self.cache = cache;
+        self.pads = pads.into_iter().map(|p| p - shared).collect();
+        self.positions = positions;
         Ok(())
     }
 

@@ -170,14 +170,15 @@ pub fn spawn(config: ServeConfig) -> Result<ServerHandle, ServeError> {
     };
     let state = Arc::new(AppState {
         models,
-        tasks: TaskStore::new(limits.max_tasks),
+        tasks: TaskStore::new(limits.max_tasks, limits.max_task_bytes),
         jobs: Mutex::new(Default::default()),
         db,
         db_dir: config.db.clone(),
         limits: limits.clone(),
         metrics,
         token: config.token.clone(),
-        prepare_slots: tokio::sync::Semaphore::new(2),
+        prepare_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        upload_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
         shutdown: shutdown.clone(),
         next_id: AtomicU64::new(1),
     });
@@ -257,6 +258,32 @@ async fn reap_jobs(st: Arc<AppState>) {
     }
 }
 
+/// `%XX` escapes and `+` (as a space) of a query-string value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Requires the bearer token, when one is set, on the API and metrics.
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(token) = &st.token else {
@@ -269,8 +296,10 @@ async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == token);
     let query_ok = req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.strip_prefix("access_token=") == Some(token.as_str()))
+        q.split('&').any(|kv| {
+            kv.strip_prefix("access_token=")
+                .is_some_and(|v| percent_decode(v) == *token)
+        })
     });
     if header_ok || query_ok {
         next.run(req).await

@@ -16,10 +16,16 @@ pub struct Limits {
     /// Requests admitted but not finished (being prepared, queued or decoding); beyond it,
     /// 429 with Retry-After.
     pub max_pending: usize,
+    /// Request bodies received at once (each up to `max_body_bytes`); beyond it, 429.
+    pub max_uploads: usize,
+    /// Seconds a request body may take to arrive (408 after).
+    pub body_timeout_s: u64,
     /// Sequences decoded together in one forward step.
     pub max_batch: usize,
     /// Compiled tasks kept in memory; the least recently used one goes first.
     pub max_tasks: usize,
+    /// Bytes of cached keys/values all compiled tasks may hold together (LRU eviction).
+    pub max_task_bytes: usize,
     /// Jobs whose events nobody has read are cancelled and forgotten after this many seconds.
     pub job_ttl_s: u64,
     /// On shutdown, running jobs get this long to finish before they are cancelled.
@@ -35,8 +41,11 @@ impl Default for Limits {
             max_text_chars: 4000,
             max_tokens: 8192,
             max_pending: 64,
+            max_uploads: 16,
+            body_timeout_s: 120,
             max_batch: 16,
             max_tasks: 64,
+            max_task_bytes: 2 << 30,
             job_ttl_s: 600,
             shutdown_grace_s: 10,
         }

@@ -153,12 +153,15 @@ pub fn compile_task(s: &Submission, state: &AppState) -> ApiResult<serde_json::V
         key.push_str(e.instruction.as_deref().unwrap_or(""));
     }
     let id = format!("task-{}", &content_hash(key.as_bytes())[..16]);
-    let evicted = state.tasks.insert(TaskEntry::new(
-        id.clone(),
-        m.id.clone(),
-        Arc::new(task),
-        examples.len(),
-    ));
+    let evicted = state
+        .tasks
+        .insert(TaskEntry::new(
+            id.clone(),
+            m.id.clone(),
+            Arc::new(task),
+            examples.len(),
+        ))
+        .map_err(ApiError::unprocessable)?;
     if evicted > 0 {
         tracing::info!("task store full: evicted {evicted} least recently used task(s)");
     }

@@ -29,8 +29,32 @@ struct Started {
     mode: PromptMode,
     events: UnboundedReceiver<JobEvent>,
     cancel: Arc<AtomicBool>,
-    pending: PendingGuard,
     started: Instant,
+}
+
+/// Reads a request body under the upload limits: at most `max_uploads` bodies are read at
+/// once (429 beyond), and a body must arrive within `body_timeout_s` (408).
+async fn read_limited(st: &Arc<AppState>, req: Request, for_task: bool) -> ApiResult<Submission> {
+    let _slot = st.upload_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::busy(
+            format!(
+                "{} request bodies are being received, the most this server reads at once; retry later",
+                st.limits.max_uploads
+            ),
+            1,
+        )
+    })?;
+    let limit = std::time::Duration::from_secs(st.limits.body_timeout_s);
+    match tokio::time::timeout(limit, read_submission(req, &st.limits, for_task)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                st.limits.body_timeout_s
+            ),
+        )),
+    }
 }
 
 /// Admission control, preparation and submission, shared by `/v1/generate` and `/v1/jobs`.
@@ -51,14 +75,21 @@ async fn start_job(st: &Arc<AppState>, sub: Submission) -> ApiResult<Started> {
     let started = Instant::now();
     let permit = st
         .prepare_slots
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     let state = st.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&sub, &state))
-        .await
-        .map_err(|e| ApiError::internal(format!("preparing the request: {e}")))??;
-    drop(permit);
+    // The permit and the pending count travel with the work: a client that leaves during
+    // preparation cannot free them while the preparation still runs.
+    let (prepared, pending) = tokio::task::spawn_blocking(move || {
+        let r = prepare(&sub, &state);
+        drop(permit);
+        (r, pending)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("preparing the request: {e}")))?;
+    let prepared = prepared?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let mode = prepared.task.meta.mode;
@@ -71,6 +102,7 @@ async fn start_job(st: &Arc<AppState>, sub: Submission) -> ApiResult<Started> {
         max_tokens: prepared.max_tokens,
         events: tx,
         cancel: cancel.clone(),
+        pending: Some(pending),
     };
     match st.models[prepared.model].scheduler.submit(job) {
         Ok(()) => Ok(Started {
@@ -78,7 +110,6 @@ async fn start_job(st: &Arc<AppState>, sub: Submission) -> ApiResult<Started> {
             mode,
             events: rx,
             cancel,
-            pending,
             started,
         }),
         Err(SubmitError::Full) => {
@@ -151,17 +182,6 @@ fn record_latency(st: &AppState, started: Instant) {
     st.metrics.latency_count.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The error a finished-with-failure job answers with.
-fn job_error(message: String) -> ApiError {
-    if message.contains("shutting down") || message.contains("shut down") {
-        ApiError::unavailable(message)
-    } else if message == "cancelled" {
-        ApiError::new(StatusCode::CONFLICT, "the job was cancelled")
-    } else {
-        ApiError::unprocessable(message)
-    }
-}
-
 /// `POST /v1/generate`: the answer in the response (PNG with `Accept: image/png`).
 pub async fn generate(State(st): Shared, headers: HeaderMap, req: Request) -> Response {
     let wants_png = headers
@@ -169,13 +189,13 @@ pub async fn generate(State(st): Shared, headers: HeaderMap, req: Request) -> Re
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("image/png"));
     let result = async {
-        let sub = read_submission(req, &st.limits, false).await?;
+        let sub = read_limited(&st, req, false).await?;
         let mut job = start_job(&st, sub).await?;
         // A client that disconnects drops this future, and with it the guard: the job stops.
         let _cancel_on_drop = CancelOnDrop(job.cancel.clone());
         let tokens = loop {
             match job.events.recv().await {
-                Some(JobEvent::Finished(r)) => break r.map_err(job_error)?,
+                Some(JobEvent::Finished(r)) => break r?,
                 Some(JobEvent::Progress { .. }) => {}
                 None => return Err(ApiError::internal("the decoder dropped the job")),
             }
@@ -199,7 +219,7 @@ pub async fn generate(State(st): Shared, headers: HeaderMap, req: Request) -> Re
 /// `POST /v1/jobs`: starts a job; its progress and answer come from `/v1/jobs/{id}/events`.
 pub async fn create_job(State(st): Shared, req: Request) -> Response {
     let result = async {
-        let sub = read_submission(req, &st.limits, false).await?;
+        let sub = read_limited(&st, req, false).await?;
         let job = start_job(&st, sub).await?;
         let id = st.new_id("job");
         st.jobs().insert(
@@ -210,7 +230,6 @@ pub async fn create_job(State(st): Shared, req: Request) -> Response {
                 cancel: job.cancel,
                 events: Mutex::new(Some(job.events)),
                 created: job.started,
-                _pending: job.pending,
             }),
         );
         Ok((
@@ -317,7 +336,7 @@ async fn next_event(mut s: EventStream) -> Option<(Result<Event, Infallible>, Ev
                         }
                         Err(e) => sse_json("error", serde_json::json!({"error": e.message})),
                     },
-                    Err(m) => sse_json("error", serde_json::json!({"error": job_error(m).message})),
+                    Err(e) => sse_json("error", serde_json::json!({"error": e.message})),
                 };
                 return Some((Ok(e), s));
             }
@@ -359,9 +378,15 @@ pub async fn job_events(State(st): Shared, Path(id): Path<String>) -> Response {
 
 /// `DELETE /v1/jobs/{id}`.
 pub async fn cancel_job(State(st): Shared, Path(id): Path<String>) -> Response {
-    match st.jobs().get(&id) {
+    let mut jobs = st.jobs();
+    match jobs.get(&id).cloned() {
         Some(job) => {
             job.cancel.store(true, Ordering::Relaxed);
+            // Nobody is reading its events: nothing more to say about it, forget it now.
+            let unread = job.events.lock().map(|e| e.is_some()).unwrap_or(false);
+            if unread {
+                jobs.remove(&id);
+            }
             Json(serde_json::json!({"cancelled": true})).into_response()
         }
         None => ApiError::not_found(format!("job {id:?} does not exist")).into_response(),
@@ -371,17 +396,21 @@ pub async fn cancel_job(State(st): Shared, Path(id): Path<String>) -> Response {
 /// `POST /v1/tasks`: compiles example pairs once; later requests pass `task_id`.
 pub async fn create_task(State(st): Shared, req: Request) -> Response {
     let result = async {
-        let sub = read_submission(req, &st.limits, true).await?;
+        let sub = read_limited(&st, req, true).await?;
         let permit = st
             .prepare_slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
         let state = st.clone();
-        let v = tokio::task::spawn_blocking(move || compile_task(&sub, &state))
-            .await
-            .map_err(|e| ApiError::internal(format!("compiling the task: {e}")))??;
-        drop(permit);
+        let v = tokio::task::spawn_blocking(move || {
+            let r = compile_task(&sub, &state);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("compiling the task: {e}")))??;
         Ok(Json(v).into_response())
     }
     .await;

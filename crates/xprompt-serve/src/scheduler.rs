@@ -16,7 +16,9 @@ use xprompt_generate::pipeline::Pipeline;
 use xprompt_generate::request::{CompiledTask, PreparedQuery};
 use xprompt_generate::sampler::SamplerConfig;
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::state::PendingGuard;
 
 /// What a job reports while it runs.
 #[derive(Debug, Clone)]
@@ -27,8 +29,9 @@ pub enum JobEvent {
         rows: Option<(usize, usize)>,
         snapshot: Option<Vec<u32>>,
     },
-    /// The answer's tokens, or why there is none.
-    Finished(Result<Vec<u32>, String>),
+    /// The answer's tokens, or why there is none (a 4xx for the request's own faults, 5xx
+    /// for the server's).
+    Finished(Result<Vec<u32>, ApiError>),
 }
 
 /// A prepared query waiting for the decoder.
@@ -41,6 +44,8 @@ pub struct DecodeJob {
     pub max_tokens: usize,
     pub events: UnboundedSender<JobEvent>,
     pub cancel: Arc<AtomicBool>,
+    /// Counts the job as pending until it finishes.
+    pub pending: Option<PendingGuard>,
 }
 
 /// The handle requests hold: a bounded queue into the decode thread.
@@ -86,6 +91,15 @@ struct Running {
     cancel: Arc<AtomicBool>,
     admitted: Instant,
     last_row: Option<usize>,
+    _pending: Option<PendingGuard>,
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::unavailable("the server is shutting down")
+}
+
+fn cancelled() -> ApiError {
+    ApiError::new(axum::http::StatusCode::CONFLICT, "the job was cancelled")
 }
 
 fn decode_loop(
@@ -98,6 +112,12 @@ fn decode_loop(
 ) {
     let engine = pipeline.engine();
     let mut decoder = BatchDecoder::new(&engine);
+    // Jobs still queued when the loop ends get an answer too.
+    let drain = |rx: &Receiver<DecodeJob>| {
+        while let Ok(job) = rx.try_recv() {
+            finish(metrics, &job.events, None, Err(shutting_down()));
+        }
+    };
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut open = true;
     let mut deadline: Option<Instant> = None;
@@ -127,16 +147,12 @@ fn decode_loop(
         }
         for job in incoming {
             if deadline.is_some() {
-                finish(
-                    metrics,
-                    &job.events,
-                    None,
-                    Err("the server is shutting down".into()),
-                );
+                finish(metrics, &job.events, None, Err(shutting_down()));
                 continue;
             }
             if job.cancel.load(Ordering::Relaxed) {
-                finish(metrics, &job.events, None, Err("cancelled".into()));
+                metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+                let _ = job.events.send(JobEvent::Finished(Err(cancelled())));
                 continue;
             }
             let admitted = decoder.admit(
@@ -157,40 +173,34 @@ fn decode_loop(
                             cancel: job.cancel,
                             admitted: Instant::now(),
                             last_row: None,
+                            _pending: job.pending,
                         },
                     );
                 }
-                Err(e) => finish(metrics, &job.events, None, Err(e.to_string())),
+                Err(e) => finish(metrics, &job.events, None, Err(e.into())),
             }
         }
         if shutdown.load(Ordering::Relaxed) && open {
             // Refuse what is still queued; the open channel keeps the handles valid.
-            while let Ok(job) = rx.try_recv() {
-                finish(
-                    metrics,
-                    &job.events,
-                    None,
-                    Err("the server is shutting down".into()),
-                );
-            }
+            drain(&rx);
         }
         // Cancel: jobs whose client left or asked, and everything past the shutdown deadline.
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
-        let cancelled: Vec<u64> = running
+        let stopping: Vec<u64> = running
             .iter()
             .filter(|(_, r)| past_deadline || r.cancel.load(Ordering::Relaxed))
             .map(|(&id, _)| id)
             .collect();
-        for id in cancelled {
+        for id in stopping {
             let _ = decoder.cancel(id);
             if let Some(r) = running.remove(&id) {
                 let why = if past_deadline {
-                    "the server shut down before the answer was finished"
+                    ApiError::unavailable("the server shut down before the answer was finished")
                 } else {
-                    "cancelled"
+                    cancelled()
                 };
                 metrics.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
-                let _ = r.events.send(JobEvent::Finished(Err(why.into())));
+                let _ = r.events.send(JobEvent::Finished(Err(why)));
             }
         }
         metrics
@@ -240,22 +250,29 @@ fn decode_loop(
                             metrics,
                             &r.events,
                             Some(r.admitted),
-                            answer.map_err(|e| e.to_string()),
+                            answer.map_err(ApiError::from),
                         );
                     }
                 }
             }
             Err(e) => {
-                // A failed batched step leaves the batch unusable: fail every job in it.
+                // A failed batched step may leave the caches half-advanced: fail every job in
+                // it and start again from an empty batch.
                 let why = format!("decoding failed: {e}");
                 tracing::error!("{why}");
-                for (id, r) in running.drain() {
-                    let _ = decoder.cancel(id);
-                    finish(metrics, &r.events, Some(r.admitted), Err(why.clone()));
+                for (_, r) in running.drain() {
+                    finish(
+                        metrics,
+                        &r.events,
+                        Some(r.admitted),
+                        Err(ApiError::internal(why.clone())),
+                    );
                 }
+                decoder = BatchDecoder::new(&engine);
             }
         }
     }
+    drain(&rx);
     metrics.active_sequences.store(0, Ordering::Relaxed);
 }
 
@@ -263,7 +280,7 @@ fn finish(
     metrics: &Metrics,
     events: &UnboundedSender<JobEvent>,
     admitted: Option<Instant>,
-    answer: Result<Vec<u32>, String>,
+    answer: Result<Vec<u32>, ApiError>,
 ) {
     let counter = if answer.is_ok() {
         &metrics.jobs_completed

@@ -97,17 +97,31 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Compiled tasks, at most `max`; inserting into a full store evicts the least recently used.
+/// Compiled tasks, at most `max` and `max_bytes` of cached keys/values; inserting into a full
+/// store evicts the least recently used.
 pub struct TaskStore {
     map: Mutex<HashMap<String, TaskEntry>>,
     max: usize,
+    max_bytes: usize,
+}
+
+/// Bytes a task's cached keys and values occupy.
+pub fn task_bytes(task: &CompiledTask) -> usize {
+    task.ctx
+        .cache
+        .layers
+        .iter()
+        .filter_map(|l| l.current().ok())
+        .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+        .sum()
 }
 
 impl TaskStore {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_bytes: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             max: max.max(1),
+            max_bytes,
         }
     }
 
@@ -115,11 +129,23 @@ impl TaskStore {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a task; returns how many were evicted to make room.
-    pub fn insert(&self, entry: TaskEntry) -> usize {
+    /// Stores a task; returns how many were evicted to make room. A task larger than the
+    /// whole byte budget is refused.
+    pub fn insert(&self, entry: TaskEntry) -> Result<usize, String> {
+        let bytes = task_bytes(&entry.task);
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "the compiled task holds {bytes} bytes of keys/values, more than the {} this server keeps for tasks; use fewer or smaller examples",
+                self.max_bytes
+            ));
+        }
         let mut m = self.lock();
+        m.remove(&entry.id);
         let mut evicted = 0;
-        while m.len() >= self.max && !m.contains_key(&entry.id) {
+        let total = |m: &HashMap<String, TaskEntry>| -> usize {
+            m.values().map(|e| task_bytes(&e.task)).sum()
+        };
+        while !m.is_empty() && (m.len() >= self.max || total(&m) + bytes > self.max_bytes) {
             let Some(oldest) = m.values().min_by_key(|e| e.last_used).map(|e| e.id.clone()) else {
                 break;
             };
@@ -127,7 +153,7 @@ impl TaskStore {
             evicted += 1;
         }
         m.insert(entry.id.clone(), entry);
-        evicted
+        Ok(evicted)
     }
 
     /// The task and its model, marking it used.
@@ -200,7 +226,6 @@ pub struct JobRecord {
     pub cancel: Arc<AtomicBool>,
     pub events: Mutex<Option<UnboundedReceiver<JobEvent>>>,
     pub created: Instant,
-    pub _pending: PendingGuard,
 }
 
 pub struct AppState {
@@ -213,7 +238,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
     /// Requests being prepared (image decoding, VQ encoding, compiling) at once.
-    pub prepare_slots: Semaphore,
+    pub prepare_slots: Arc<Semaphore>,
+    /// Request bodies being received at once.
+    pub upload_slots: Arc<Semaphore>,
     pub shutdown: Arc<AtomicBool>,
     pub next_id: AtomicU64,
 }

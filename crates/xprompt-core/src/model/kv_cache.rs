@@ -44,8 +44,10 @@ impl KvCache {
             .unwrap_or(0);
         if new_len > capacity {
             let cap = new_len.next_power_of_two().max(MIN_CAPACITY);
-            self.k = Some(Self::grow(self.k.take(), self.len, k, cap)?);
-            self.v = Some(Self::grow(self.v.take(), self.len, v, cap)?);
+            // Both grown before either is replaced: a failed allocation leaves the cache whole.
+            let nk = Self::grow(self.k.clone(), self.len, k, cap)?;
+            let nv = Self::grow(self.v.clone(), self.len, v, cap)?;
+            (self.k, self.v) = (Some(nk), Some(nv));
         }
         let (kb, vb) = (
             self.k.as_ref().expect("allocated"),
