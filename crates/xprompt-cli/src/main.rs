@@ -53,6 +53,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Copy a trained model directory for shipping (f16 weights, logits checked).
     Export(commands::export::ExportArgs),
+    /// Quantized copy of a model directory (GGUF q8_0 / q4_k), checked against the original.
+    Quantize(commands::quantize::QuantizeArgs),
     /// HTTP API and web page: models and compiled tasks in memory, batched decoding.
     Serve(commands::serve::ServeArgs),
     // <subcommands: add new variants above this line, one per module>
@@ -189,6 +191,7 @@ fn main() {
         Command::Demo(a) => commands::demo::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {

@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod interrupt;
 pub mod kernels;
 pub mod model;

@@ -98,6 +98,9 @@ impl ModelDir {
     /// The half dtype the checkpoint's matrices are stored in (the embedding's), if any: what
     /// `--weights auto` keeps in memory.
     pub fn stored_half_dtype(&self) -> Result<Option<DType>> {
+        if self.is_quantized() {
+            return Ok(None);
+        }
         let store = self.checkpoint()?;
         Ok(
             match store.info("model.embed_tokens.weight").map(|(_, dt)| dt) {
@@ -108,8 +111,28 @@ impl ModelDir {
         )
     }
 
-    /// Builds the decoder from the checkpoint; every tensor must be used or ignored.
+    /// Whether the weights are a quantized `model.gguf` (and no safetensors).
+    pub fn is_quantized(&self) -> bool {
+        let g = self.dir.join(crate::gguf::GGUF_FILE);
+        g.is_file() && self.checkpoint().is_err()
+    }
+
+    /// Builds the decoder from the checkpoint; every tensor must be used or ignored. A
+    /// quantized directory (`model.gguf`) loads for inference whatever `opts` say of dtypes.
     pub fn load_model(&self, opts: &LoadOptions) -> Result<ChameleonModel> {
+        if self.is_quantized() {
+            if opts.mode != OpsMode::Fused {
+                return Err(CoreError::Checkpoint {
+                    path: self.dir.display().to_string(),
+                    why: "a quantized model (model.gguf) cannot be trained; fine-tune the f32/f16 model it was made from".into(),
+                });
+            }
+            return crate::gguf::load_gguf_model(
+                &self.config,
+                &self.dir.join(crate::gguf::GGUF_FILE),
+                &opts.device,
+            );
+        }
         let store = self.checkpoint()?;
         let vb = store.var_builder(opts.matrices.unwrap_or(opts.dtype), &opts.device);
         let model = ChameleonModel::new(&self.config, vb, opts.mode)

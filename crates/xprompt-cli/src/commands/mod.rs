@@ -12,6 +12,7 @@ pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod pretokenize;
+pub mod quantize;
 pub mod serve;
 pub mod train;
 pub mod train_vq;

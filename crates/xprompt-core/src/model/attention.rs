@@ -99,8 +99,8 @@ pub fn linear(
     } else {
         None
     };
-    let layer = Linear::new(candle_nn::Linear::new(w, b), mode);
     let prefix = vb.prefix();
+    let layer = Linear::new(candle_nn::Linear::new(w, b), mode).named(format!("{prefix}.weight"));
     let module = prefix.rsplit('.').next().unwrap_or(&prefix);
     match lora {
         Some(spec) if spec.applies_to(module) => {
@@ -124,6 +124,16 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The four projections.
+    pub(crate) fn linears_mut(&mut self) -> [&mut Linear; 4] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ]
+    }
+
     /// Vectors (q/k norms, biases) to `dtype`; the projection matrices stay as stored.
     pub(crate) fn widen_vectors(&mut self, dtype: DType) -> Result<()> {
         for l in [

@@ -234,7 +234,7 @@ impl ChameleonModel {
                     stdev: cfg.initializer_range,
                 },
             )?;
-            Linear::new(candle_nn::Linear::new(w, None), mode)
+            Linear::new(candle_nn::Linear::new(w, None), mode).named("lm_head.weight".into())
         };
         // inv_freq[i] = θ^(−2i/D), in f32 as transformers computes it.
         let d = cfg.head_dim;
@@ -307,6 +307,31 @@ impl ChameleonModel {
         self.inv_freq = self.inv_freq.to_dtype(DType::F32)?;
         self.compute_dtype = compute;
         Ok(self)
+    }
+
+    /// Gives each linear layer named in `weights` its quantized weight (taken out of the
+    /// map); returns how many were attached.
+    pub fn attach_quantized(
+        &mut self,
+        weights: &mut std::collections::HashMap<String, candle_core::quantized::QMatMul>,
+    ) -> usize {
+        let mut n = 0;
+        let mut attach = |l: &mut Linear| {
+            if let Some(q) = weights.remove(l.name()) {
+                l.set_quantized(q);
+                n += 1;
+            }
+        };
+        for layer in &mut self.layers {
+            for l in layer.self_attn.linears_mut() {
+                attach(l);
+            }
+            for l in layer.mlp.linears_mut() {
+                attach(l);
+            }
+        }
+        attach(&mut self.lm_head);
+        n
     }
 
     /// The dtype the weight matrices are held in.

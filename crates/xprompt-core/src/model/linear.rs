@@ -27,6 +27,11 @@ pub struct Linear {
     inner: candle_nn::Linear,
     mode: OpsMode,
     lora: Option<LoraAdapter>,
+    /// Checkpoint name of the weight (`model.layers.0.self_attn.q_proj.weight`).
+    name: String,
+    /// A quantized weight (GGUF q8_0 / q4_k): products go through candle's quantized
+    /// matmul and `inner`'s weight is only a shape placeholder.
+    quantized: Option<candle_core::quantized::QMatMul>,
 }
 
 /// The first and last few elements of `t` (flattened) as f32: a cheap sample that any
@@ -49,7 +54,19 @@ pub(crate) fn edge_sample(t: &Tensor, out: &mut Vec<f32>) -> Result<()> {
 impl Linear {
     /// Appends a sample of the weight (and bias, and LoRA factors) to `out`.
     pub(crate) fn weight_sample(&self, out: &mut Vec<f32>) -> Result<()> {
-        edge_sample(self.inner.weight(), out)?;
+        if let Some(candle_core::quantized::QMatMul::QTensor(q)) = &self.quantized {
+            // The quantized blocks' first and last bytes stand for the weight.
+            let data = q.data()?;
+            let k = 32.min(data.len());
+            out.extend(
+                data[..k]
+                    .iter()
+                    .chain(&data[data.len() - k..])
+                    .map(|&b| b as f32),
+            );
+        } else {
+            edge_sample(self.inner.weight(), out)?;
+        }
         if let Some(b) = self.inner.bias() {
             edge_sample(b, out)?;
         }
@@ -65,7 +82,28 @@ impl Linear {
             inner,
             mode,
             lora: None,
+            name: String::new(),
+            quantized: None,
         }
+    }
+
+    /// Records the checkpoint name of the weight (for quantized weights found by name).
+    pub fn named(mut self, name: String) -> Self {
+        self.name = name;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Uses a quantized weight for every product from now on (inference).
+    pub(crate) fn set_quantized(&mut self, q: candle_core::quantized::QMatMul) {
+        self.quantized = Some(q);
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
     }
 
     /// Adds a LoRA adapter (training; see [`super::lora`]).
@@ -94,6 +132,19 @@ impl Linear {
     /// # Shapes
     /// `(…, in)` -> `(…, out)`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = &self.quantized {
+            let dims = x.dims().to_vec();
+            let in_dim = dims[dims.len() - 1];
+            let rows = x.elem_count() / in_dim.max(1);
+            let y = q.forward(&x.reshape((rows, in_dim))?)?;
+            let mut out_dims = dims;
+            *out_dims.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+            let y = y.reshape(out_dims)?;
+            return match self.inner.bias() {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         let in_dim = x.dim(candle_core::D::Minus1)?;
         let rows = x.elem_count() / in_dim.max(1);
         let w = self.inner.weight();

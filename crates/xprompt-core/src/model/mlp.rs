@@ -19,6 +19,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The three projections.
+    pub(crate) fn linears_mut(&mut self) -> [&mut Linear; 3] {
+        [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
+    }
+
     /// Biases to `dtype`; the matrices stay as stored.
     pub(crate) fn widen_vectors(&mut self, dtype: candle_core::DType) -> Result<()> {
         for l in [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj] {
