@@ -268,3 +268,27 @@ pub fn load_gguf_model(
     }
     Ok(model)
 }
+
+/// Tensor count, `type×count` histogram and bytes on disk of a GGUF file (for `inspect`).
+pub fn summary(path: &Path) -> Result<(usize, Vec<String>, u64, Option<String>)> {
+    let mut f = File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let c = gguf_file::Content::read(&mut f).map_err(|e| bad(path, e))?;
+    let mut h: std::collections::BTreeMap<String, usize> = Default::default();
+    for info in c.tensor_infos.values() {
+        *h.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+    }
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| CoreError::io(path, e))?
+        .len();
+    let kind = c
+        .metadata
+        .get(KIND_KEY)
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    Ok((
+        c.tensor_infos.len(),
+        h.into_iter().map(|(k, v)| format!("{k}×{v}")).collect(),
+        bytes,
+        kind,
+    ))
+}

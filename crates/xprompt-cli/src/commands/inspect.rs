@@ -38,25 +38,51 @@ pub fn run(args: InspectArgs) -> Result<()> {
         c.max_position_embeddings
     );
     println!("parameters   {} ({:.1} M)", params, params as f64 / 1e6);
-    let store = dir.checkpoint()?;
-    let dtypes: Vec<String> = store
-        .dtype_histogram()
-        .iter()
-        .map(|(k, v)| format!("{k}×{v}"))
-        .collect();
-    println!(
-        "checkpoint   {} tensors, {:.1} MB on disk, dtypes {}",
-        store.names().len(),
-        store.bytes_on_disk() as f64 / 1e6,
-        dtypes.join(", ")
-    );
     let kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;
-    println!(
-        "memory (f32) weights {:.1} MB; KV cache {:.1} KB per token ({:.1} MB for a 768×768 image span)",
-        params as f64 * 4.0 / 1e6,
+    let kv = format!(
+        "KV cache {:.1} KB per token ({:.1} MB for a 768×768 image span)",
         kv_per_token as f64 / 1e3,
         kv_per_token as f64 * 2356.0 / 1e6
     );
+    if dir.is_quantized() {
+        let (n, types, bytes, kind) =
+            xprompt_core::gguf::summary(&dir.dir.join(xprompt_core::gguf::GGUF_FILE))?;
+        println!(
+            "checkpoint   model.gguf, quantization {}, {n} tensors, {:.1} MB on disk, types {}",
+            kind.as_deref().unwrap_or("unknown"),
+            bytes as f64 / 1e6,
+            types.join(", ")
+        );
+        println!(
+            "memory       weights {:.1} MB (as stored); {kv}",
+            bytes as f64 / 1e6
+        );
+    } else {
+        let store = dir.checkpoint()?;
+        let dtypes: Vec<String> = store
+            .dtype_histogram()
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        println!(
+            "checkpoint   {} tensors, {:.1} MB on disk, dtypes {}",
+            store.names().len(),
+            store.bytes_on_disk() as f64 / 1e6,
+            dtypes.join(", ")
+        );
+        let half = dir.stored_half_dtype()?;
+        println!(
+            "memory       weights {:.1} MB in f32 (--weights f32){}; {kv}",
+            params as f64 * 4.0 / 1e6,
+            match half {
+                Some(dt) => format!(
+                    ", {:.1} MB kept {dt:?} (--weights auto, the default)",
+                    params as f64 * 2.0 / 1e6
+                ),
+                None => String::new(),
+            }
+        );
+    }
     match dir.vocabulary()? {
         None => {
             println!("vocabulary   none (no vocabulary_map in config.json and no tokenizer.json)")
