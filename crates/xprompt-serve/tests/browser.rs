@@ -245,7 +245,8 @@ fn the_page_generates_an_answer_in_headless_chromium() {
     );
 
     let shot = d.screenshot();
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/serve-page.png");
+    // Cargo's scratch directory for integration tests (exists wherever the target dir is).
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
     std::fs::write(&out, &shot).unwrap();
     assert!(image::load_from_memory(&shot).unwrap().width() > 600);
     eprintln!("screenshot: {}", out.display());
