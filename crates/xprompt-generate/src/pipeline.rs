@@ -32,6 +32,17 @@ pub enum WeightsChoice {
     Half(candle_core::DType),
 }
 
+impl WeightsChoice {
+    /// The `LoadOptions::matrices` this choice means for a model directory.
+    pub fn matrices(self, md: &ModelDir) -> Result<Option<candle_core::DType>> {
+        Ok(match self {
+            WeightsChoice::F32 => None,
+            WeightsChoice::Auto => md.stored_half_dtype()?,
+            WeightsChoice::Half(dt) => Some(dt),
+        })
+    }
+}
+
 impl std::str::FromStr for WeightsChoice {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -90,13 +101,8 @@ impl Pipeline {
     /// [`Pipeline::load`] holding the weight matrices as `weights` says.
     pub fn load_with(dir: &Path, weights: WeightsChoice) -> Result<Self> {
         let md = ModelDir::open(dir)?;
-        let matrices = match weights {
-            WeightsChoice::F32 => None,
-            WeightsChoice::Auto => md.stored_half_dtype()?,
-            WeightsChoice::Half(dt) => Some(dt),
-        };
         let model = md.load_model(&LoadOptions {
-            matrices,
+            matrices: weights.matrices(&md)?,
             ..LoadOptions::default()
         })?;
         let vocab = md.vocabulary()?.ok_or_else(|| {

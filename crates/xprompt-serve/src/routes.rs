@@ -57,6 +57,29 @@ async fn read_limited(st: &Arc<AppState>, req: Request, for_task: bool) -> ApiRe
     }
 }
 
+/// Runs blocking preparation work in one of the prepare slots. The slot travels with the work:
+/// a client that leaves meanwhile cannot free it while the work still runs.
+async fn in_prepare_slot<T: Send + 'static>(
+    st: &Arc<AppState>,
+    what: &str,
+    work: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> ApiResult<T> {
+    let permit = st
+        .prepare_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+    let state = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = work(&state);
+        drop(permit);
+        r
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("{what}: {e}")))
+}
+
 /// Admission control, preparation and submission, shared by `/v1/generate` and `/v1/jobs`.
 async fn start_job(st: &Arc<AppState>, sub: Submission) -> ApiResult<Started> {
     if st.shutdown.load(Ordering::Relaxed) {
@@ -73,22 +96,11 @@ async fn start_job(st: &Arc<AppState>, sub: Submission) -> ApiResult<Started> {
         )
     })?;
     let started = Instant::now();
-    let permit = st
-        .prepare_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
-    let state = st.clone();
-    // The permit and the pending count travel with the work: a client that leaves during
-    // preparation cannot free them while the preparation still runs.
-    let (prepared, pending) = tokio::task::spawn_blocking(move || {
-        let r = prepare(&sub, &state);
-        drop(permit);
-        (r, pending)
+    // The pending count travels with the work, like the slot.
+    let (prepared, pending) = in_prepare_slot(st, "preparing the request", move |state| {
+        (prepare(&sub, state), pending)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("preparing the request: {e}")))?;
+    .await?;
     let prepared = prepared?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -397,20 +409,10 @@ pub async fn cancel_job(State(st): Shared, Path(id): Path<String>) -> Response {
 pub async fn create_task(State(st): Shared, req: Request) -> Response {
     let result = async {
         let sub = read_limited(&st, req, true).await?;
-        let permit = st
-            .prepare_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
-        let state = st.clone();
-        let v = tokio::task::spawn_blocking(move || {
-            let r = compile_task(&sub, &state);
-            drop(permit);
-            r
+        let v = in_prepare_slot(&st, "compiling the task", move |state| {
+            compile_task(&sub, state)
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("compiling the task: {e}")))??;
+        .await??;
         Ok(Json(v).into_response())
     }
     .await;

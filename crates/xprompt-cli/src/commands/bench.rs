@@ -168,13 +168,8 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let model = match (&a.model, &a.preset) {
         (Some(dir), _) => {
             let md = ModelDir::open(dir)?;
-            let matrices = match a.weights {
-                WeightsChoice::F32 => None,
-                WeightsChoice::Auto => md.stored_half_dtype()?,
-                WeightsChoice::Half(dt) => Some(dt),
-            };
             md.load_model(&LoadOptions {
-                matrices,
+                matrices: a.weights.matrices(&md)?,
                 ..LoadOptions::default()
             })?
         }
@@ -318,29 +313,27 @@ fn measure_read_bandwidth() -> f64 {
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.
-/// Resident memory now (VmRSS), MB.
-pub fn current_rss_mb() -> f64 {
+/// A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in MB; 0 where unavailable.
+fn proc_status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Resident memory now, MB.
+pub fn current_rss_mb() -> f64 {
+    proc_status_mb("VmRSS")
+}
+
+/// Peak resident memory of the process, MB.
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_status_mb("VmHWM")
 }
 
 fn incontext(a: IncontextArgs) -> Result<()> {
