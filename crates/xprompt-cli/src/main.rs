@@ -195,7 +195,24 @@ fn main() {
         // <dispatch: add new match arms above this line>
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_line(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: wrapped errors often repeat their
+/// source's text in their own message, which `{:#}` would print twice.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

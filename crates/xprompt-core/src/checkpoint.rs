@@ -29,6 +29,81 @@ pub struct CheckpointStore {
     consumed: Mutex<HashSet<String>>,
 }
 
+/// Bytes per element of a safetensors dtype name; `None` for names it does not define.
+fn dtype_size(name: &str) -> Option<u64> {
+    Some(match name {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Why a safetensors file that the reader refused is unreadable, naming the tensor at fault
+/// where one is: the reader's own errors do not. Reads only the header (bounded by the file's
+/// length). `None` when no specific cause is found.
+fn diagnose_header(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let file_len = f.metadata().ok()?.len();
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return Some(format!(
+            "{file_len} bytes, shorter than the 8-byte header length"
+        ));
+    }
+    let header_len = u64::from_le_bytes(len);
+    if header_len > file_len - 8 {
+        return Some(format!(
+            "the header claims {header_len} bytes but the file has {file_len}"
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&header) {
+        Ok(h) => h,
+        Err(e) => return Some(format!("the safetensors header is not valid JSON: {e}")),
+    };
+    let data_len = file_len - 8 - header_len;
+    for (name, entry) in header.iter().filter(|(n, _)| *n != "__metadata__") {
+        let dtype = entry.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let Some(size) = dtype_size(dtype) else {
+            return Some(format!("tensor {name} has an unknown dtype {dtype:?}"));
+        };
+        let shape: Option<Vec<u64>> = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = entry
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Some(format!(
+                "tensor {name}: shape or data_offsets is missing or not numbers"
+            ));
+        };
+        let [begin, end] = offsets[..] else {
+            return Some(format!("tensor {name}: data_offsets must be two numbers"));
+        };
+        let bytes = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
+        if end > data_len || begin > end {
+            return Some(format!(
+                "tensor {name} lies at bytes {begin}..{end} of the data, but the file holds {data_len}"
+            ));
+        }
+        if bytes != Some(end - begin) {
+            return Some(format!(
+                "tensor {name}: shape {shape:?} in {dtype} needs {} bytes, its data_offsets span {}",
+                bytes.map_or("too many".to_string(), |b| b.to_string()),
+                end - begin
+            ));
+        }
+    }
+    None
+}
+
 impl CheckpointStore {
     /// Opens `model.safetensors` or the shards of `model.safetensors.index.json` in `dir`.
     pub fn open_dir(dir: &Path) -> Result<Self> {
@@ -59,7 +134,10 @@ impl CheckpointStore {
             let st =
                 unsafe { MmapedSafetensors::new(path) }.map_err(|e| CoreError::Checkpoint {
                     path: path.display().to_string(),
-                    why: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+                    why: format!(
+                        "not a readable safetensors file (truncated or corrupt?): {}",
+                        diagnose_header(path).unwrap_or_else(|| e.to_string())
+                    ),
                 })?;
             let idx = files.len();
             for (name, _) in st.tensors() {

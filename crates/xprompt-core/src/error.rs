@@ -19,6 +19,8 @@ pub enum CoreError {
     Tokenizer { path: String, why: String },
     #[error("sequence: {0}")]
     Sequence(String),
+    #[error("device: {0}")]
+    Device(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -221,6 +221,7 @@ pub fn load_gguf_model(
     let mut f = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let content = gguf_file::Content::read(&mut f)
         .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    check_extent(&content, path, file_len(path)?)?;
     let state = Arc::new(GgufState {
         path: path.to_path_buf(),
         content,
@@ -269,10 +270,39 @@ pub fn load_gguf_model(
     Ok(model)
 }
 
+/// Errors when a tensor's data would run past the end of the file (a truncated download or
+/// copy): found from the header alone, before anything is read or allocated.
+fn check_extent(c: &gguf_file::Content, path: &Path, file_len: u64) -> Result<()> {
+    for (name, info) in &c.tensor_infos {
+        let blocks = info.shape.elem_count() / info.ggml_dtype.block_size();
+        let end = c
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|o| o.checked_add((blocks * info.ggml_dtype.type_size()) as u64));
+        if end.is_none_or(|e| e > file_len) {
+            return Err(bad(
+                path,
+                format!(
+                    "truncated or damaged GGUF file: tensor {name} ends past the end of the file ({file_len} bytes)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| CoreError::io(path, e))?
+        .len())
+}
+
 /// Tensor count, `type×count` histogram and bytes on disk of a GGUF file (for `inspect`).
 pub fn summary(path: &Path) -> Result<(usize, Vec<String>, u64, Option<String>)> {
     let mut f = File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let c = gguf_file::Content::read(&mut f).map_err(|e| bad(path, e))?;
+    let c = gguf_file::Content::read(&mut f)
+        .map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    check_extent(&c, path, file_len(path)?)?;
     let mut h: std::collections::BTreeMap<String, usize> = Default::default();
     for info in c.tensor_infos.values() {
         *h.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;

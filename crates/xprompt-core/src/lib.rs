@@ -13,10 +13,12 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod gguf;
 pub mod interrupt;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod model_dir;
 pub mod npy;

@@ -56,10 +56,15 @@ pub struct ModelDir {
 impl ModelDir {
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(CoreError::Config {
-                path: dir.display().to_string(),
-                why: "not a directory".into(),
-            });
+            let (kind, why) = if dir.exists() {
+                (
+                    std::io::ErrorKind::NotADirectory,
+                    "a file, not a model directory",
+                )
+            } else {
+                (std::io::ErrorKind::NotFound, "no such model directory")
+            };
+            return Err(CoreError::io(dir, std::io::Error::new(kind, why)));
         }
         let path = dir.join(CONFIG_FILE);
         let raw = RawChameleonConfig::from_file(&path)?;
@@ -109,6 +114,30 @@ impl ModelDir {
                 _ => None,
             },
         )
+    }
+
+    /// What is wrong with the checkpoint's tensors for this config, without reading their
+    /// data: tensors the model needs that are missing or have another shape, at most 8
+    /// listed. Empty when the checkpoint fits. (Loading checks the same and more; this lets
+    /// `inspect` say it before anything is allocated.)
+    pub fn tensor_problems(&self) -> Result<Vec<String>> {
+        let store = self.checkpoint()?;
+        let mut problems = Vec::new();
+        for (name, want) in self.config.parameter_shapes(None) {
+            match store.info(&name) {
+                None => problems.push(format!("tensor {name} is missing")),
+                Some((got, _)) if got != want => problems.push(format!(
+                    "tensor {name} has shape {got:?}, the config expects {want:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        let n = problems.len();
+        if n > 8 {
+            problems.truncate(8);
+            problems.push(format!("... {} more", n - 8));
+        }
+        Ok(problems)
     }
 
     /// Whether the weights are a quantized `model.gguf` (and no safetensors).

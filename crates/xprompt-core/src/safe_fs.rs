@@ -9,7 +9,11 @@
 //!   `/dev/null` or a FIFO would swap the device for a plain file);
 //! - [`refuse_non_empty_dir`]: a fresh run must not write into a directory that already holds
 //!   something (a trained model, say) unless it was asked to continue there;
-//! - [`write_atomic`]: temporary file in the target's directory, flush, fsync, rename.
+//! - [`refuse_output_inside_input`]: an output directory inside an input directory;
+//! - [`write_atomic`], [`copy_atomic`]: temporary file in the target's directory, flush,
+//!   fsync, rename;
+//! - [`OutputDir`]: an output directory removed again (or restored to its earlier entries)
+//!   when the command fails before it is kept.
 //!
 //! Errors are `std::io::Error`s of kind `InvalidInput` (refusals) or the underlying I/O error,
 //! with messages that name the path, so each crate wraps them in its own error type.
@@ -64,6 +68,27 @@ pub fn refuse_output_over_input(
         if same_location(output, input) {
             return Err(refusal(format!(
                 "{output_flag} {} is the same location as {flag} {}; writing it would destroy the input — choose another {output_flag}",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Errors when `output` (given as `output_flag`) is one of the directories `inputs` or lies
+/// inside one: writing there would mix outputs into an input (a model directory, a database).
+pub fn refuse_output_inside_input(
+    output_flag: &str,
+    output: &Path,
+    inputs: &[(&str, &Path)],
+) -> std::io::Result<()> {
+    let out = resolve(output);
+    for (flag, input) in inputs {
+        let input_dir = resolve(input);
+        if out.starts_with(&input_dir) {
+            return Err(refusal(format!(
+                "{output_flag} {} is inside {flag} {}; outputs never go into an input directory — choose another {output_flag}",
                 output.display(),
                 input.display()
             )));
@@ -143,9 +168,150 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies `from` to `to` atomically (see [`write_atomic`]): an interrupted or failed copy
+/// leaves `to` as it was.
+pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(from)
+        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", from.display())))?;
+    write_atomic(to, &bytes)
+}
+
+/// A directory a command writes its outputs into, cleaned up again if the command fails
+/// before [`OutputDir::keep`]: a refused or failed run leaves nothing half-written behind.
+/// A directory it created (with any parents it created) is removed; in a directory that
+/// existed, only the entries that were not there before are removed.
+pub struct OutputDir {
+    path: PathBuf,
+    /// The topmost directory this guard created, when it created any.
+    created: Option<PathBuf>,
+    /// Entries of a directory that existed before (kept on failure).
+    existing: Vec<std::ffi::OsString>,
+    armed: bool,
+}
+
+impl OutputDir {
+    /// Creates `path` (and its missing parents) unless it exists; `flag` names it in errors.
+    pub fn create(flag: &str, path: &Path) -> std::io::Result<Self> {
+        let with_flag = |e: Error| Error::new(e.kind(), format!("{flag} {}: {e}", path.display()));
+        if path.exists() {
+            if !path.is_dir() {
+                return Err(refusal(format!(
+                    "{flag} {} exists and is not a directory",
+                    path.display()
+                )));
+            }
+            let existing = std::fs::read_dir(path)
+                .map_err(with_flag)?
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
+            return Ok(OutputDir {
+                path: path.to_path_buf(),
+                created: None,
+                existing,
+                armed: true,
+            });
+        }
+        // The topmost missing ancestor is what a failure removes.
+        let mut top = path.to_path_buf();
+        while let Some(parent) = top.parent() {
+            if parent.as_os_str().is_empty() || parent.exists() {
+                break;
+            }
+            top = parent.to_path_buf();
+        }
+        std::fs::create_dir_all(path).map_err(with_flag)?;
+        Ok(OutputDir {
+            path: path.to_path_buf(),
+            created: Some(top),
+            existing: Vec::new(),
+            armed: true,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The command succeeded (or reached the point where its outputs are worth keeping).
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(top) = &self.created {
+            let _ = std::fs::remove_dir_all(top);
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if self.existing.contains(&e.file_name()) {
+                continue;
+            }
+            let p = e.path();
+            let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_output_directory_is_removed_with_the_parents_it_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("a/b/out");
+        {
+            let guard = OutputDir::create("--out", &out).unwrap();
+            std::fs::write(guard.path().join("half.png"), b"x").unwrap();
+        } // dropped without keep(): the command failed
+        assert!(!tmp.path().join("a").exists());
+        let guard = OutputDir::create("--out", &out).unwrap();
+        std::fs::write(out.join("done.png"), b"x").unwrap();
+        guard.keep();
+        assert!(out.join("done.png").is_file());
+    }
+
+    #[test]
+    fn a_failed_run_in_an_existing_directory_removes_only_what_it_added() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("keep.txt"), b"mine").unwrap();
+        {
+            let _guard = OutputDir::create("--out", tmp.path()).unwrap();
+            std::fs::write(tmp.path().join("new.png"), b"x").unwrap();
+            std::fs::create_dir(tmp.path().join("newdir")).unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("keep.txt")]);
+        let file = tmp.path().join("keep.txt");
+        assert!(OutputDir::create("--out", &file).is_err());
+    }
+
+    #[test]
+    fn an_output_inside_an_input_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        let inputs = [("--model", model.as_path())];
+        let err = refuse_output_inside_input("--out", &model.join("x/y"), &inputs).unwrap_err();
+        assert!(err.to_string().contains("inside --model"), "{err}");
+        assert!(refuse_output_inside_input("--out", &model, &inputs).is_err());
+        assert!(refuse_output_inside_input("--out", &tmp.path().join("modelx"), &inputs).is_ok());
+    }
 
     #[test]
     fn spellings_of_one_directory_are_the_same_location() {

@@ -360,3 +360,99 @@ fn other_settings_are_refused_and_verify_finds_damage() {
     let e = ShardStore::open(&out).err().unwrap().to_string();
     assert!(e.contains("index") && e.contains("store"), "{e}");
 }
+
+/// Property tests: a damaged store index, a damaged shard or a damaged manifest is an error
+/// (or reported damage), never a panic or an allocation without bound (the allocator refuses
+/// single allocations over 256 MiB, aborting the test).
+mod damaged_files {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+    use xprompt_testkit::{mutated, CapAllocator};
+
+    #[global_allocator]
+    static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
+
+    /// A store of five images and the manifest that made it, built once.
+    fn valid() -> &'static Path {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        DIR.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            images(dir.path(), 5);
+            let records = write_manifest(dir.path(), 5);
+            pretokenize(
+                &records,
+                &vqgan(),
+                &dir.path().join("store"),
+                &OPTS,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            dir
+        })
+        .path()
+    }
+
+    fn shard_file() -> PathBuf {
+        std::fs::read_dir(valid().join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("shard")
+            })
+            .expect("the store has a shard")
+    }
+
+    /// Opens a copy of the store with `file` replaced, reads every image's codes and
+    /// verifies.
+    fn exercise(file: &str, bytes: &[u8]) {
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        for e in std::fs::read_dir(valid().join("store")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
+        }
+        std::fs::write(store.join(file), bytes).unwrap();
+        if let Ok(s) = ShardStore::open(&store) {
+            let paths: Vec<PathBuf> = s.paths().map(Path::to_path_buf).collect();
+            for p in paths {
+                let _ = s.get(&p).map(|c| c.codes.len());
+            }
+            let _ = s.verify();
+        }
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 96,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn a_damaged_index_is_an_error(bytes in mutated(std::fs::read(valid().join("store/index.json")).unwrap())) {
+            exercise("index.json", &bytes);
+        }
+
+        #[test]
+        fn a_damaged_shard_is_an_error(bytes in mutated(std::fs::read(shard_file()).unwrap())) {
+            exercise(&shard_file().file_name().unwrap().to_string_lossy(), &bytes);
+        }
+
+        #[test]
+        fn a_damaged_manifest_is_reported(bytes in mutated(std::fs::read(valid().join("m.jsonl")).unwrap())) {
+            let t = tempfile::tempdir().unwrap();
+            let m = t.path().join("m.jsonl");
+            std::fs::write(&m, &bytes).unwrap();
+            let _ = read_manifest(&m);
+        }
+    }
+}

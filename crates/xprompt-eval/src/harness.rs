@@ -369,6 +369,22 @@ pub fn evaluate(
             "need at least one setting and a batch size ≥ 1".into(),
         ));
     }
+    if let Some(wanted) = &opts.tasks {
+        let unknown: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !suite.info.tasks.iter().any(|t| &t.name == *w))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = suite.info.tasks.iter().map(|t| t.name.as_str()).collect();
+            return Err(EvalError::Settings(format!(
+                "--tasks names {} not in the suite {} (its tasks: {})",
+                unknown.join(", "),
+                suite.dir.display(),
+                known.join(", ")
+            )));
+        }
+    }
     let runner_name = runner.name();
     let index = if opts
         .settings

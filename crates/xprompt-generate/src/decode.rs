@@ -111,6 +111,12 @@ impl<'e, 'm> BatchDecoder<'e, 'm> {
             "the examples and the query",
             "give fewer or smaller examples or a smaller query",
         )?;
+        self.engine.check_memory(
+            query_ids.len(),
+            ctx.next_position + query_ids.len(),
+            "the examples and the query",
+            "give fewer or smaller examples or a smaller query",
+        )?;
         let mut cache = ctx.cache.snapshot()?;
         let mut pos = ctx.next_position;
         let logits = self.engine.feed(&mut cache, &mut pos, query_ids)?;

@@ -72,6 +72,12 @@ impl<'m> Engine<'m> {
             "the in-context examples",
             "give fewer or smaller examples",
         )?;
+        self.check_memory(
+            t,
+            t,
+            "the in-context examples",
+            "give fewer or smaller examples",
+        )?;
         let dev = self.device();
         let ids = Tensor::from_vec(context.ids.clone(), (1, t), dev)?;
         let bias = context.bias(mode, dev)?;
@@ -106,6 +112,29 @@ impl<'m> Engine<'m> {
             return Err(GenerateError::Request(format!(
                 "{what} need {needed} positions but the model has {limit} (max_position_embeddings); {fix}"
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses, before any allocation, a forward pass of `new` tokens over `total` positions
+    /// whose estimated memory ([`xprompt_core::memory::prefill_bytes`]) exceeds what the
+    /// machine has available now: a long prompt fails with a message, not the OOM killer.
+    pub(crate) fn check_memory(
+        &self,
+        new: usize,
+        total: usize,
+        what: &str,
+        fix: &str,
+    ) -> Result<()> {
+        let need = xprompt_core::memory::prefill_bytes(self.model.config(), new, total);
+        if let Some(have) = xprompt_core::memory::available_bytes() {
+            if need > have {
+                return Err(GenerateError::Request(format!(
+                    "{what} need about {:.1} GB of memory for {total} positions but {:.1} GB are available; {fix}",
+                    need as f64 / 1e9,
+                    have as f64 / 1e9
+                )));
+            }
         }
         Ok(())
     }

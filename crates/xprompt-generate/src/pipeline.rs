@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::Device;
+use xprompt_core::device::DeviceChoice;
 use xprompt_core::model::ChameleonModel;
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
 use xprompt_core::sequence::{ImageFormat, ImageGrid};
@@ -100,9 +101,21 @@ impl Pipeline {
 
     /// [`Pipeline::load`] holding the weight matrices as `weights` says.
     pub fn load_with(dir: &Path, weights: WeightsChoice) -> Result<Self> {
+        Self::load_on(dir, weights, DeviceChoice::Cpu)
+    }
+
+    /// [`Pipeline::load_with`] on `device`. On CUDA the decoder runs candle's own ops in
+    /// f32 (the half-precision matrix kernels are CPU code); the VQGAN stays on the CPU.
+    pub fn load_on(dir: &Path, weights: WeightsChoice, device: DeviceChoice) -> Result<Self> {
         let md = ModelDir::open(dir)?;
+        let matrices = if device.is_cuda() {
+            None
+        } else {
+            weights.matrices(&md)?
+        };
         let model = md.load_model(&LoadOptions {
-            matrices: weights.matrices(&md)?,
+            matrices,
+            device: device.open()?,
             ..LoadOptions::default()
         })?;
         let vocab = md.vocabulary()?.ok_or_else(|| {

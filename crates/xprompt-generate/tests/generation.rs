@@ -285,3 +285,63 @@ fn prompt_modes_need_the_right_examples() {
     let zero = builder.context(&[], PromptMode::ZeroShot).unwrap();
     assert_eq!(zero.ids, vec![vocab.bos]);
 }
+
+/// Property test: a damaged task file (`.xpt`) is refused with an error — never a panic, never
+/// an allocation without bound (the allocator refuses single allocations over 256 MiB,
+/// aborting the test) — and one that loads is the file that was saved.
+mod damaged_task_files {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+    use xprompt_testkit::{mutated, CapAllocator};
+
+    #[global_allocator]
+    static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
+
+    fn model() -> &'static (Vocabulary, ChameleonModel) {
+        static M: OnceLock<(Vocabulary, ChameleonModel)> = OnceLock::new();
+        M.get_or_init(|| load("xprompt_mask"))
+    }
+
+    /// A saved task context of the fixture model, made once.
+    fn valid_task() -> &'static [u8] {
+        static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+        BYTES.get_or_init(|| {
+            let (vocab, model) = model();
+            let engine = Engine::new(model, vocab.clone());
+            let (ctx, _) = compiled(&engine, vocab, PromptMode::XPrompt);
+            let meta = TaskMeta {
+                version: 1,
+                model_fingerprint: model_fingerprint(model).unwrap(),
+                mode: ctx.mode,
+                next_position: ctx.next_position,
+                examples_len: ctx.examples_len,
+                xprompt_len: ctx.xprompt_len,
+                num_layers: model.config().num_hidden_layers,
+                example_hashes: vec!["abc".into()],
+                grid: Some((2, 2)),
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("task.xpt");
+            task_context::save(&path, &ctx, &meta).unwrap();
+            std::fs::read(path).unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_damaged_task_file_is_refused(bytes in mutated(valid_task().to_vec())) {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("task.xpt");
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = task_context::load(&path, &model().1);
+            // The checksum covers every cached tensor: damage anywhere is refused, except in
+            // bytes that do not change what is read (JSON whitespace of the header).
+            if let Ok((_, meta)) = loaded {
+                prop_assert_eq!(meta.model_fingerprint, model_fingerprint(&model().1).unwrap());
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 /// Errors from loading, running and training a VQGAN.
 #[derive(Debug, thiserror::Error)]
 pub enum VqganError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]

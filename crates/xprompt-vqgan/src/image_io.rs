@@ -63,15 +63,19 @@ impl U8Image {
                 )))
             }
         };
-        image::save_buffer_with_format(
-            path,
+        // Encoded in memory and written atomically: a failed write (a full disk) leaves no
+        // truncated PNG, and a device or directory at `path` is refused, not replaced.
+        let mut png = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut png),
             &self.data,
             self.width as u32,
             self.height as u32,
             ct,
             image::ImageFormat::Png,
         )
-        .map_err(|e| VqganError::image(path, format!("cannot write PNG: {e}")))
+        .map_err(|e| VqganError::image(path, format!("cannot encode PNG: {e}")))?;
+        crate::checkpoint::write_atomic(path, &png)
     }
 }
 

@@ -101,6 +101,10 @@ pub struct DecodeArgs {
     /// `auto` keeps a half checkpoint half.
     #[arg(long, default_value = "f32")]
     pub weights: xprompt_generate::pipeline::WeightsChoice,
+    /// `cpu`, or `cuda` / `cuda:N` (a `--features cuda` build); on CUDA `--weights bf16`
+    /// computes in bf16, anything else in f32.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
     #[arg(long, default_value_t = 128)]
     pub prompt_len: usize,
     #[arg(long, default_value_t = 64)]
@@ -164,12 +168,24 @@ fn decode(a: DecodeArgs) -> Result<()> {
     if a.prompt_len == 0 || a.gen == 0 {
         bail!("--prompt-len and --gen must be positive");
     }
-    let dev = Device::Cpu;
+    let dev = a.device.open()?;
+    // CUDA runs candle's own ops: half weights mean a half compute dtype there, while the
+    // CPU keeps half matrices and computes in f32.
+    let (dtype, matrices) = match (a.device.is_cuda(), a.weights) {
+        (true, WeightsChoice::Half(dt)) => (dt, None),
+        (true, _) => (DType::F32, None),
+        (false, _) => (DType::F32, Some(())),
+    };
     let model = match (&a.model, &a.preset) {
         (Some(dir), _) => {
             let md = ModelDir::open(dir)?;
             md.load_model(&LoadOptions {
-                matrices: a.weights.matrices(&md)?,
+                dtype,
+                device: dev.clone(),
+                matrices: match matrices {
+                    Some(()) => a.weights.matrices(&md)?,
+                    None => None,
+                },
                 ..LoadOptions::default()
             })?
         }
@@ -177,10 +193,10 @@ fn decode(a: DecodeArgs) -> Result<()> {
             let cfg = preset(p)?;
             let varmap = candle_nn::VarMap::new();
             let half = match a.weights {
-                WeightsChoice::Half(dt) => Some(dt),
+                WeightsChoice::Half(dt) if !a.device.is_cuda() => Some(dt),
                 _ => None,
             };
-            let vb = candle_nn::VarBuilder::from_varmap(&varmap, half.unwrap_or(DType::F32), &dev);
+            let vb = candle_nn::VarBuilder::from_varmap(&varmap, half.unwrap_or(dtype), &dev);
             let m = ChameleonModel::new(&cfg, vb, OpsMode::Fused)?;
             match half {
                 Some(_) => m.keep_matrices(DType::F32)?,

@@ -185,6 +185,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
                 .import_manifest(&a.manifest)
                 .with_context(|| format!("importing {}", a.manifest.display()))?;
             print_import(&r, a.common.json)?;
+            fail_on_skipped(&r, &a.manifest)?;
         }
         DbCommand::Remove(a) => {
             let mut db = open(&a.common, true)?;
@@ -290,6 +291,23 @@ fn print_import(r: &ImportReport, json: bool) -> Result<()> {
             .map(|(k, n)| format!("{k} ({n})"))
             .collect();
         println!("  ignored unknown fields: {}", f.join(", "));
+    }
+    Ok(())
+}
+
+/// A skipped line makes the import fail (exit status 1) so scripts notice; the lines that
+/// were valid stay imported (each record is committed on its own).
+fn fail_on_skipped(r: &ImportReport, manifest: &std::path::Path) -> Result<()> {
+    if let Some(first) = r.skipped.first() {
+        bail!(
+            "{}: {} of {} lines skipped (line {}: {}); {} imported",
+            manifest.display(),
+            r.skipped.len(),
+            r.lines,
+            first.line,
+            first.reason,
+            r.added
+        );
     }
     Ok(())
 }

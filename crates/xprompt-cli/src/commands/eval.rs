@@ -78,7 +78,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value = "test")]
     pub split: SplitArg,
     /// Sampling temperature for answers; 0 = greedy (argmax).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Top-k over image codes when sampling (temperature > 0).
     #[arg(long, default_value_t = 2000)]
@@ -226,6 +226,17 @@ impl Reconstructor for ModelRunner {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        bail!(
+            "--temperature must be a finite number >= 0 (0 = greedy), got {}",
+            a.temperature
+        );
+    }
+    xprompt_core::safe_fs::refuse_output_inside_input(
+        "--out",
+        &a.out,
+        &[("--model", &a.model), ("--suite", &a.suite)],
+    )?;
     let suite =
         Suite::open(&a.suite).with_context(|| format!("opening suite {}", a.suite.display()))?;
     let p = Pipeline::load(&a.model)?;

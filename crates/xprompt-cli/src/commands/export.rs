@@ -25,7 +25,8 @@ pub struct ExportArgs {
     /// Source model directory (e.g. the output of `xprompt train`).
     #[arg(long)]
     pub model: PathBuf,
-    /// Destination directory (created; existing files with the same names are replaced).
+    /// Destination directory: new, empty, or an earlier export (whose files are replaced).
+    /// Never inside --model.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "f16")]
@@ -62,20 +63,40 @@ fn probe_logits(dir: &std::path::Path) -> Result<Vec<f32>> {
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
-    xprompt_core::safe_fs::refuse_output_over_input("--out", &a.out, &[("--model", &a.model)])?;
+    use xprompt_core::safe_fs;
+    safe_fs::refuse_output_over_input("--out", &a.out, &[("--model", &a.model)])?;
+    safe_fs::refuse_output_inside_input("--out", &a.out, &[("--model", &a.model)])?;
+    if !(a.max_rel_logit_error.is_finite() && a.max_rel_logit_error >= 0.0) {
+        bail!(
+            "--max-rel-logit-error must be a finite number >= 0, got {}",
+            a.max_rel_logit_error
+        );
+    }
+    // Replacing the files of an earlier export is allowed; writing into a directory that
+    // holds something else (a database, photos) is not.
+    if a.out.is_dir() && !a.out.join("config.json").exists() {
+        safe_fs::refuse_non_empty_dir(
+            "--out",
+            &a.out,
+            "export writes into a new directory or over an earlier export (one with a config.json)",
+        )?;
+    }
     let md = ModelDir::open(&a.model)?;
+    // Load the source before writing anything: a damaged model is refused with no output.
+    let want = probe_logits(&a.model)?;
+    let out = safe_fs::OutputDir::create("--out", &a.out)?;
     std::fs::create_dir_all(a.out.join("vqgan"))
         .with_context(|| format!("creating {}", a.out.display()))?;
     for f in PLAIN_FILES {
         let src = a.model.join(f);
         if src.exists() {
-            std::fs::copy(&src, a.out.join(f)).with_context(|| format!("copying {f}"))?;
+            safe_fs::copy_atomic(&src, &a.out.join(f)).with_context(|| format!("copying {f}"))?;
         }
     }
     for f in VQGAN_FILES {
         let src = a.model.join("vqgan").join(f);
         if src.exists() {
-            std::fs::copy(&src, a.out.join("vqgan").join(f))
+            safe_fs::copy_atomic(&src, &a.out.join("vqgan").join(f))
                 .with_context(|| format!("copying vqgan/{f}"))?;
         }
     }
@@ -94,7 +115,6 @@ pub fn run(a: ExportArgs) -> Result<()> {
     candle_core::safetensors::save(&tensors, &tmp)?;
     std::fs::rename(&tmp, a.out.join("model.safetensors"))?;
 
-    let want = probe_logits(&a.model)?;
     let got = probe_logits(&a.out)?;
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     let err = want
@@ -116,5 +136,6 @@ pub fn run(a: ExportArgs) -> Result<()> {
             a.max_rel_logit_error
         );
     }
+    out.keep();
     Ok(())
 }

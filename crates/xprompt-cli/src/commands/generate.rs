@@ -51,6 +51,9 @@ pub struct ExampleArgs {
     /// products widen per row or per matrix), `f32` widens at load, `bf16`/`f16` round to half.
     #[arg(long, default_value = "auto")]
     pub weights: WeightsChoice,
+    /// Where the decoder runs: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
 }
 
 #[derive(Args)]
@@ -85,18 +88,24 @@ pub struct GenerateArgs {
     /// Instruction for the query, or the caption for text-to-image when there is no query.
     #[arg(long)]
     pub prompt: Option<String>,
-    #[arg(long)]
+    /// Classifier-free guidance scale for image answers: finite, ≥ 0; 1 = no guidance
+    /// (default: the model's sampler setting).
+    #[arg(long, allow_negative_numbers = true)]
     pub cfg: Option<f32>,
+    /// Sample image codes from the k most likely (≥ 1).
     #[arg(long)]
     pub image_top_k: Option<usize>,
+    /// Sample text tokens from the k most likely (≥ 1).
     #[arg(long)]
     pub text_top_k: Option<usize>,
-    #[arg(long)]
+    /// Sampling temperature: finite, > 0.
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
+    /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Maximum number of generated tokens per answer.
-    #[arg(long, default_value_t = 8192)]
+    /// Maximum number of generated tokens per answer (≥ 1; the model's context bounds it too).
+    #[arg(long, default_value_t = 8192, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Output PNG path (one image) or directory (several).
     #[arg(long, default_value = "out")]
@@ -131,6 +140,9 @@ fn check_output(out: &Path, inputs: &[(String, PathBuf)]) -> Result<()> {
         .map(|(f, p)| (f.as_str(), p.as_path()))
         .collect();
     xprompt_core::safe_fs::refuse_output_over_input("--out", out, &pairs)?;
+    // Directories among the inputs (the model, a database) never receive outputs either.
+    let dirs: Vec<(&str, &Path)> = pairs.into_iter().filter(|(_, p)| p.is_dir()).collect();
+    xprompt_core::safe_fs::refuse_output_inside_input("--out", out, &dirs)?;
     Ok(())
 }
 
@@ -230,7 +242,7 @@ pub fn run_compile(a: CompileTaskArgs) -> Result<()> {
     }
     check_output(&a.out, &input_paths(&a.ex, &[]))?;
     xprompt_core::safe_fs::refuse_non_regular(&a.out)?;
-    let p = Pipeline::load_with(&a.ex.model, a.ex.weights)?;
+    let p = Pipeline::load_on(&a.ex.model, a.ex.weights, a.ex.device)?;
     let t = Instant::now();
     let CompiledTask { ctx, meta, .. } = compile(&p, &a.ex)?;
     task_context::save(&a.out, &ctx, &meta)?;
@@ -302,7 +314,7 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
     }
     check_output(&a.out, &input_paths(&a.ex, &reads))?;
     retrieve(&mut a)?;
-    let p = Pipeline::load_with(&a.ex.model, a.ex.weights)?;
+    let p = Pipeline::load_on(&a.ex.model, a.ex.weights, a.ex.device)?;
     let size = a.ex.size.unwrap_or_else(|| p.default_image_size());
     let task = match &a.task {
         Some(path) => {
@@ -349,9 +361,13 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
         jobs.push((label, prepared));
     }
     let several = jobs.len() > 1;
-    if several || a.out.extension().is_none() {
-        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    }
+    // An output directory is removed again if the first answer fails (nothing made yet);
+    // once one answer is written the directory stays.
+    let mut out_guard = if several || a.out.extension().is_none() {
+        Some(xprompt_core::safe_fs::OutputDir::create("--out", &a.out)?)
+    } else {
+        None
+    };
     let mut report = Vec::new();
     let tty = std::io::stderr().is_terminal();
     for (i, (name, q)) in jobs.iter().enumerate() {
@@ -395,6 +411,9 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
             };
             img.save_png(&path)
                 .with_context(|| format!("writing {}", path.display()))?;
+            if let Some(g) = out_guard.take() {
+                g.keep();
+            }
             eprintln!(
                 "{name}: image {}×{} cells -> {} ({secs:.1} s)",
                 g.rows,
@@ -408,6 +427,9 @@ pub fn run_generate(mut a: GenerateArgs) -> Result<()> {
             entry["text"] = serde_json::json!(text);
         }
         report.push(entry);
+    }
+    if let Some(g) = out_guard {
+        g.keep();
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -59,6 +59,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     } else {
         let store = dir.checkpoint()?;
+        let problems = dir.tensor_problems()?;
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "{}: the checkpoint does not fit config.json: {}",
+                args.model_dir.display(),
+                problems.join("; ")
+            );
+        }
         let dtypes: Vec<String> = store
             .dtype_histogram()
             .iter()

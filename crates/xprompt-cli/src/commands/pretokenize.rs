@@ -58,6 +58,20 @@ pub fn run(a: PretokenizeArgs) -> Result<()> {
     if a.flush_every == 0 {
         bail!("--flush-every must be at least 1");
     }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if unit == 0 || !unit.is_multiple_of(f) {
+        bail!(
+            "--unit {unit} px must be a positive multiple of the VQGAN's downsampling factor {f}"
+        );
+    }
+    if a.size == 0 || !a.size.is_multiple_of(unit) {
+        bail!(
+            "--size {} px must be a positive multiple of the {unit}-px unit (--unit)",
+            a.size
+        );
+    }
     let opts = PretokenizeOptions {
         size: a.size,
         unit,

@@ -40,7 +40,11 @@ fn copy_dir(from: &Path, to: &Path, top: bool) -> Result<()> {
         let e = e?;
         let name = e.file_name().to_string_lossy().to_string();
         let (src, dst) = (e.path(), to.join(&name));
-        if e.file_type()?.is_dir() {
+        // Follow links: a model directory may link its tokenizer or VQGAN from elsewhere.
+        let is_dir = std::fs::metadata(&src)
+            .with_context(|| format!("reading {}", src.display()))?
+            .is_dir();
+        if is_dir {
             copy_dir(&src, &dst, false)?;
         } else if !(top && is_weight_file(&name)) {
             std::fs::copy(&src, &dst)
@@ -69,7 +73,10 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         anyhow::bail!("{} is already quantized", a.model.display());
     }
     xprompt_core::safe_fs::refuse_output_over_input("--out", &a.out, &[("--model", &a.model)])?;
+    xprompt_core::safe_fs::refuse_output_inside_input("--out", &a.out, &[("--model", &a.model)])?;
     xprompt_core::safe_fs::refuse_non_empty_dir("--out", &a.out, "choose a new directory")?;
+    // Removed again if anything below fails: no half-written model directory is left.
+    let out = xprompt_core::safe_fs::OutputDir::create("--out", &a.out)?;
     copy_dir(&a.model, &a.out, true)?;
     let report = quantize_checkpoint(&a.model, &a.out.join(GGUF_FILE), a.kind)?;
     if a.check_tokens == 0 {
@@ -82,6 +89,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             report.bytes as f64 / 1e6,
             a.out.display()
         );
+        out.keep();
         return Ok(());
     }
     // Check against the original: the same pseudo-random tokens through both (a half
@@ -144,5 +152,6 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             100.0 * top1
         );
     }
+    out.keep();
     Ok(())
 }

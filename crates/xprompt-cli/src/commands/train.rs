@@ -29,19 +29,6 @@ pub struct TrainArgs {
     pub max_memory_gb: Option<f64>,
 }
 
-/// `MemAvailable` from /proc/meminfo, in bytes (None where it cannot be read).
-fn available_memory_bytes() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: f64 = text
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0)
-}
-
 pub fn run(a: TrainArgs) -> Result<()> {
     if !a.resume {
         // A fresh run writes config, tokenizer, weights and vqgan/ into --out: over an
@@ -59,6 +46,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let (exp, toml_text) = Experiment::from_file(&a.config)?;
     let ckpts = list_checkpoints(&a.out.join("checkpoints"))?;
+    // Until the first step there is nothing worth keeping: a run refused below (bad data, a
+    // model the config cannot build, too little memory) leaves --out as it found it.
+    let out_guard = if ckpts.is_empty() {
+        Some(xprompt_core::safe_fs::OutputDir::create("--out", &a.out)?)
+    } else {
+        None
+    };
     let data = load_data(&exp)?;
     eprintln!(
         "data: {} train / {} val items, {} skipped{}",
@@ -70,7 +64,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             .map(|s| format!(" (first: {s})"))
             .unwrap_or_default()
     );
-    let (cfg, prompt, pretrained) = prepare_model_dir(&exp, &data.texts, &a.out)?;
+    let (cfg, prompt, pretrained) = prepare_model_dir(&exp, &data.texts, &a.out)
+        .with_context(|| format!("building the model of {} ([model])", a.config.display()))?;
     std::fs::write(a.out.join("experiment.toml"), &toml_text).context("writing experiment.toml")?;
     let plan = exp.param_plan();
     let unmatched = plan.unmatched_patterns(&cfg);
@@ -130,7 +125,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let needed = weight_bytes + widened + trained * 12.0 + act;
     let budget = match a.max_memory_gb {
         Some(gb) => gb * 1e9,
-        None => available_memory_bytes().unwrap_or(f64::INFINITY),
+        None => xprompt_core::memory::available_bytes().map_or(f64::INFINITY, |b| b as f64),
     };
     if needed > budget {
         let half_base = if plan.frozen_dtype.is_none() && trained < params {
@@ -197,7 +192,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if let Some(last) = ckpts.last() {
             trainer.load_checkpoint(last)?;
             eprintln!("resumed from {} (step {})", last.display(), trainer.step);
+        } else {
+            eprintln!(
+                "--resume: no checkpoint in {} yet; starting at step 0",
+                a.out.join("checkpoints").display()
+            );
         }
+    }
+    // From here on the run writes checkpoints worth keeping whatever happens.
+    if let Some(g) = out_guard {
+        g.keep();
     }
     let start = Instant::now();
     let first_step = trainer.step;

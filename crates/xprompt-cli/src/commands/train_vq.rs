@@ -79,8 +79,21 @@ pub fn run(a: TrainVqArgs) -> Result<()> {
         max_pixels: a.max_pixels,
         ..Default::default()
     };
-    let s = train(&cfg, &a.images, &a.out, &opts, show)
-        .with_context(|| format!("training into {}", a.out.display()))?;
+    let latest = a.out.join("train").join("latest");
+    // A run that fails before its first checkpoint (no usable images, a bad config) leaves
+    // --out as it found it; once a checkpoint exists everything is kept.
+    let out_guard = if latest.exists() {
+        None
+    } else {
+        Some(xprompt_core::safe_fs::OutputDir::create("--out", &a.out)?)
+    };
+    let result = train(&cfg, &a.images, &a.out, &opts, show);
+    if let Some(g) = out_guard {
+        if result.is_ok() || latest.exists() {
+            g.keep();
+        }
+    }
+    let s = result.with_context(|| format!("training into {}", a.out.display()))?;
     eprintln!();
     if xprompt_core::interrupt::requested() {
         eprintln!(

@@ -165,6 +165,18 @@ fn load_model(dir: &Path) -> Result<Vqgan> {
     Ok(model)
 }
 
+/// Refuses an output file that is one of the command's input files or lies inside the
+/// tokenizer directory's files (`--vqgan`'s yaml or weights).
+fn refuse_output_over_inputs(out: &Path, inputs: &[(&str, &Path)], vqgan: &Path) -> Result<()> {
+    let tokenizer_files = [YAML_NAME, SAFETENSORS_NAME, CKPT_NAME].map(|f| vqgan.join(f));
+    let mut all: Vec<(&str, &Path)> = inputs.to_vec();
+    all.extend(tokenizer_files.iter().map(|p| ("--vqgan", p.as_path())));
+    xprompt_core::safe_fs::refuse_output_over_input("--out", out, &all)?;
+    // Checked before the work: a device or directory is never replaced by the output.
+    xprompt_core::safe_fs::refuse_non_regular(out).context("--out")?;
+    Ok(())
+}
+
 /// Load and preprocess an image into model input.
 fn prepare(model: &Vqgan, image: &Path, a: &ImageArgs) -> Result<xprompt_vqgan::U8Image> {
     let (img, source) = prepare_quietly(model, image, a)?;
@@ -193,8 +205,10 @@ fn prepare_quietly(
             .unwrap_or(CropOffset::Center),
         max_pixels: a.max_pixels,
     };
-    let img =
-        preprocess(&loaded, &opts).with_context(|| format!("preprocessing {}", image.display()))?;
+    let img = preprocess(&loaded, &opts).with_context(|| match opts.target_size {
+        Some(size) => format!("preprocessing {} to --size {size}", image.display()),
+        None => format!("preprocessing {}", image.display()),
+    })?;
     let f = model.config().downsample_factor();
     if img.width % f != 0 || img.height % f != 0 {
         bail!(
@@ -213,11 +227,13 @@ fn prepare_quietly(
 }
 
 fn encode(a: EncodeArgs) -> Result<()> {
+    refuse_output_over_inputs(&a.out, &[("--image", &a.image)], &a.vqgan)?;
     let model = load_model(&a.vqgan)?;
     let img = prepare(&model, &a.image, &a.img)?;
     let grid = model.encode(&to_tensor(&img, model.device())?)?;
     let json = serde_json::to_string(&grid.codes)?;
-    std::fs::write(&a.out, json).with_context(|| format!("writing {}", a.out.display()))?;
+    xprompt_core::safe_fs::write_atomic(&a.out, json.as_bytes())
+        .with_context(|| format!("writing --out {}", a.out.display()))?;
     println!(
         "{} codes ({} x {} grid, {} distinct) -> {}",
         grid.codes.len(),
@@ -260,6 +276,10 @@ fn read_codes(path: &Path) -> Result<Vec<u32>> {
 }
 
 fn decode(a: DecodeArgs) -> Result<()> {
+    refuse_output_over_inputs(&a.out, &[("--codes", &a.codes)], &a.vqgan)?;
+    if let Some(raw) = &a.raw {
+        refuse_output_over_inputs(raw, &[("--codes", &a.codes), ("--out", &a.out)], &a.vqgan)?;
+    }
     let model = load_model(&a.vqgan)?;
     let f = model.config().downsample_factor();
     if a.height == 0 || a.width == 0 || !a.height.is_multiple_of(f) || !a.width.is_multiple_of(f) {
@@ -308,6 +328,7 @@ fn decode(a: DecodeArgs) -> Result<()> {
 }
 
 fn roundtrip(a: RoundtripArgs) -> Result<()> {
+    refuse_output_over_inputs(&a.out, &[("--image", &a.image)], &a.vqgan)?;
     let model = load_model(&a.vqgan)?;
     let img = prepare(&model, &a.image, &a.img)?;
     let t0 = Instant::now();
@@ -383,9 +404,14 @@ fn eval(a: EvalArgs) -> Result<()> {
 
 fn convert(a: ConvertArgs) -> Result<()> {
     let yaml = a.vqgan.join(YAML_NAME);
-    let cfg = VqganConfig::from_yaml_file(&yaml)?;
     let ckpt = a.ckpt.unwrap_or_else(|| a.vqgan.join(CKPT_NAME));
     let out = a.out.unwrap_or_else(|| a.vqgan.join(SAFETENSORS_NAME));
+    xprompt_core::safe_fs::refuse_output_over_input(
+        "--out",
+        &out,
+        &[("--ckpt", &ckpt), ("the config", &yaml)],
+    )?;
+    let cfg = VqganConfig::from_yaml_file(&yaml)?;
     let (n, dropped) = convert_to_safetensors(&cfg, &ckpt, &out)?;
     println!(
         "wrote {n} tensors to {} ({} non-model tensors dropped{})",

@@ -124,13 +124,22 @@ impl Database {
             .unwrap_or_default();
         let mut report = ImportReport::default();
         let mut since_sync = 0;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
+        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
             let line = line.map_err(io_err(manifest))?;
+            let lineno = i + 1;
+            // A line that is not text is skipped like any other bad line, with its number.
+            let Ok(line) = String::from_utf8(line) else {
+                report.lines += 1;
+                report.skipped.push(ManifestLine {
+                    line: lineno,
+                    reason: "not UTF-8 text".into(),
+                });
+                continue;
+            };
             if line.trim().is_empty() {
                 continue;
             }
             report.lines += 1;
-            let lineno = i + 1;
             let new = match parse_line(
                 &line,
                 &base,

@@ -16,7 +16,7 @@ mod import;
 mod query;
 mod verify;
 
-pub use import::{ImportReport, ManifestLine};
+pub use import::{parse_line, ImportReport, ManifestLine};
 pub use query::{Neighbours, SearchHit, SearchMode, Stats, ANN_MIN_ROWS};
 pub use verify::VerifyReport;
 

@@ -33,6 +33,9 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(io_err(dir))
 }
 
+/// The most pixels an example image may have (64 Mi, as for every other image xprompt reads).
+pub const MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
+
 /// Decodes `bytes` fully (so a truncated or corrupt file is refused) and returns the
 /// canonical file extension of its format.
 pub fn check_image(bytes: &[u8], path: &Path) -> Result<&'static str> {
@@ -43,9 +46,9 @@ pub fn check_image(bytes: &[u8], path: &Path) -> Result<&'static str> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
-    let ext = match reader.format() {
-        Some(image::ImageFormat::Png) => "png",
-        Some(image::ImageFormat::Jpeg) => "jpg",
+    let (ext, format) = match reader.format() {
+        Some(f @ image::ImageFormat::Png) => ("png", f),
+        Some(f @ image::ImageFormat::Jpeg) => ("jpg", f),
         Some(other) => {
             return Err(bad(format!(
                 "unsupported image format {other:?} (PNG or JPEG expected)"
@@ -53,7 +56,19 @@ pub fn check_image(bytes: &[u8], path: &Path) -> Result<&'static str> {
         }
         None => return Err(bad("unknown image format (PNG or JPEG expected)".into())),
     };
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    // The header's size is checked before decoding: a small file can claim billions of
+    // pixels (a decompression bomb).
+    let (w, h) = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(bad(format!(
+            "{w}x{h} is more than {MAX_IMAGE_PIXELS} pixels"
+        )));
+    }
+    let img = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .decode()
+        .map_err(|e| bad(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(bad("image has zero size".into()));
     }

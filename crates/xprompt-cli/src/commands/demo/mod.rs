@@ -36,6 +36,9 @@ pub struct DemoArgs {
     /// Weight matrices in memory: auto (half checkpoints stay half), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     pub weights: xprompt_generate::pipeline::WeightsChoice,
+    /// Where the decoder runs: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
     /// Maintainers: pick a new demo set from this task suite and write it to --set (or
     /// MODEL/demo), instead of running the demo.
     #[arg(long, value_name = "SUITE")]
@@ -183,12 +186,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         );
         return Ok(());
     }
+    xprompt_core::safe_fs::refuse_output_inside_input(
+        "--out",
+        &a.out,
+        &[("--model", &a.model), ("--set", &set_dir)],
+    )?;
     let t0 = Instant::now();
     let set = DemoSet::load(&set_dir)?;
     eprintln!("loading {}", a.model.display());
-    let p = Pipeline::load_with(&a.model, a.weights)
+    let p = Pipeline::load_on(&a.model, a.weights, a.device)
         .with_context(|| format!("loading the model directory {}", a.model.display()))?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // Removed again (or restored to its earlier entries) if an entry fails.
+    let out = xprompt_core::safe_fs::OutputDir::create("--out", &a.out)?;
     let mut rows = Vec::new();
     for (i, e) in set.entries.iter().enumerate() {
         let row = run_entry(&p, &a, &set_dir, i, e)
@@ -220,6 +229,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let rpath = a.out.join("results.json");
     std::fs::write(&rpath, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("writing {}", rpath.display()))?;
+    out.keep();
     eprintln!(
         "done in {total:.1} s: open {} in a browser",
         index.display()
