@@ -25,8 +25,9 @@ case "${1:-}" in
 esac
 
 prefix="${XPROMPT_CUDA_PREFIX:-$HOME/.cache/xprompt/cuda-13.0}"
-py="$prefix/py"
-cuda_home="$py/nvidia/cu13"
+# Two pip targets: `pip install --target` does not merge into a directory it filled before.
+cuda_home="$prefix/compiler/nvidia/cu13"
+cuda_libs="$prefix/libraries/nvidia/cu13/lib"
 stubs="$prefix/stubs"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -41,14 +42,16 @@ compiler=(
 libraries=("nvidia-cublas==13.0.*" "nvidia-curand==10.4.0.*" "nvidia-cuda-nvrtc==13.0.*")
 
 install() {
-  local marker="$prefix/.installed-$1"
+  local group="$1"
   shift
-  if [ -f "$marker" ]; then
+  if [ -f "$prefix/.installed-$group" ]; then
     return
   fi
-  say "installing $* into $py"
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$py" "$@" >&2
-  touch "$marker"
+  say "installing $* into $prefix/$group"
+  rm -rf "${prefix:?}/$group"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$prefix/$group" "$@" >&2
+  touch "$prefix/.installed-$group"
 }
 
 mkdir -p "$prefix"
@@ -63,24 +66,28 @@ fi
 
 # The linker wants unversioned names (libcublas.so); the wheels ship libcublas.so.13 etc.
 mkdir -p "$stubs"
-for lib in "$cuda_home"/lib/lib*.so.*; do
+for lib in "$cuda_home"/lib/lib*.so.* "$cuda_libs"/lib*.so.*; do
   [ -e "$lib" ] || continue
   base="$(basename "$lib")"
   ln -sf "$lib" "$stubs/${base%%.so.*}.so"
 done
 
-# libcuda stub: every driver entry point cudarc declares, as an empty function, with the
-# driver's SONAME so the binary asks for libcuda.so.1 at run time. Generated from cudarc's
-# own declarations, so it follows the cudarc version in Cargo.lock.
+# libcuda stub: every driver entry point cudarc declares, returning CUDA_ERROR_STUB_LIBRARY
+# (34, as NVIDIA's own stubs do), with the driver's SONAME so the binary asks for
+# libcuda.so.1 at run time and gets the real driver on a GPU machine. Generated from cudarc's
+# own declarations, so it follows the cudarc version in Cargo.lock. (Put on LD_LIBRARY_PATH
+# of a machine without a driver, it makes `--device cuda` a clear error instead of a loader
+# failure; never put it there on a GPU machine.)
 if [ "$mode" = build ] && [ ! -f "$stubs/libcuda.so" ]; then
   (cd "$repo" && cargo fetch --quiet >&2)
-  cudarc_dir="$(cd "$repo" && cargo metadata --format-version 1 2>/dev/null |
+  cudarc_dir="$(cd "$repo" && cargo metadata --format-version 1 --all-features 2>/dev/null |
     python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="cudarc").rsplit("/",1)[0])')"
   say "generating the libcuda stub from $cudarc_dir"
   grep -rhoE 'pub (unsafe )?fn cu[A-Z][A-Za-z0-9_]*' "$cudarc_dir/src/driver/sys" |
     sed -E 's/.*fn //' | sort -u |
-    awk '{ print "void " $1 "(void) {}" }' > "$stubs/libcuda_stub.c"
+    awk '{ print "int " $1 "(void) { return 34; }" }' > "$stubs/libcuda_stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$stubs/libcuda_stub.c"
+  ln -sf libcuda.so "$stubs/libcuda.so.1"
 fi
 
 cat <<EOF
@@ -89,5 +96,5 @@ export CUDA_PATH="$cuda_home"
 export PATH="$cuda_home/bin:\$PATH"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CUDARC_CUDA_VERSION=13000
-export LIBRARY_PATH="$stubs:$cuda_home/lib\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
+export LIBRARY_PATH="$stubs:$cuda_home/lib:$cuda_libs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 EOF

@@ -6,6 +6,7 @@ Environment (current PyTorch from PyPI, the speed anchor the project uses):
 Usage:
     python bench_decode.py make DIR --preset 150m     # random checkpoint in HF layout
     python bench_decode.py time DIR --prompt-len 128 --gen 32 [--attn eager|sdpa]
+                                    [--device cuda --dtype bfloat16]   # on a GPU machine
 Prints one JSON line. Use tools/reference/bench_decode.sh to run it beside xprompt.
 """
 import argparse
@@ -38,24 +39,34 @@ def make(args):
 
 @torch.no_grad()
 def time_it(args):
+    dtype = getattr(torch, args.dtype)
     model = ChameleonForConditionalGeneration.from_pretrained(
-        args.dir, dtype=torch.float32, attn_implementation=args.attn).eval()
+        args.dir, dtype=dtype, attn_implementation=args.attn).eval().to(args.device)
     vocab = model.config.vocab_size
-    prompt = torch.tensor([[(i * 7919 + 13) % vocab for i in range(args.prompt_len)]])
+    prompt = torch.tensor([[(i * 7919 + 13) % vocab for i in range(args.prompt_len)]],
+                          device=args.device)
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     model.model(input_ids=prompt[:, :8], use_cache=True)  # warm-up
+    sync()
     t0 = time.perf_counter()
     out = model.model(input_ids=prompt, use_cache=True)
     past = out.past_key_values
     nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+    sync()
     prefill = time.perf_counter() - t0
     t1 = time.perf_counter()
     for _ in range(args.gen):
         out = model.model(input_ids=nxt, past_key_values=past, use_cache=True)
         past = out.past_key_values
         nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+    sync()
     decode = time.perf_counter() - t1
     print(json.dumps({
         "impl": f"transformers {transformers.__version__} / torch {torch.__version__} ({args.attn})",
+        "device": args.device,
+        "dtype": args.dtype,
+        "peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "threads": torch.get_num_threads(),
         "prefill_tokens_per_s": args.prompt_len / prefill,
         "decode_tokens_per_s": args.gen / decode,
@@ -74,5 +85,7 @@ if __name__ == "__main__":
     t.add_argument("--prompt-len", type=int, default=128)
     t.add_argument("--gen", type=int, default=32)
     t.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
     make(a) if a.cmd == "make" else time_it(a)

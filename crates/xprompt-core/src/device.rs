@@ -60,9 +60,12 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 #[cfg(feature = "cuda")]
 fn open_cuda(n: usize) -> Result<Device> {
     Device::new_cuda(n).map_err(|e| {
+        // candle appends a captured backtrace (RUST_BACKTRACE) to the text: keep the cause.
+        let text = e.to_string();
+        let cause = text.lines().next().unwrap_or_default();
         CoreError::Device(format!(
-            "cuda:{n} cannot be opened ({e}); `nvidia-smi` lists the devices this machine has — \
-             is the NVIDIA driver installed and is there a device {n}?"
+            "cuda:{n} cannot be opened ({cause}); `nvidia-smi` lists the devices this machine \
+             has — is the NVIDIA driver installed and is there a device {n}?"
         ))
     })
 }

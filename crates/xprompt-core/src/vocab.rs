@@ -148,7 +148,7 @@ impl Vocabulary {
         for &id in &xprompt {
             if (id as usize) >= vocab_size || map.values().any(|&v| v == id) {
                 return Err(CoreError::Vocab(format!(
-                    "X-Prompt token id {id} collides with a named token or lies outside vocab_size {vocab_size}"
+                    "config.json xprompt.xp_token_ids: X-Prompt token id {id} collides with a named token or lies outside vocab_size {vocab_size}; each X-Prompt token needs an id of its own"
                 )));
             }
         }
