@@ -876,6 +876,12 @@ fn db_cases() -> Vec<Case> {
             &["db", "search", "@fx/db", "x", "-k", "0"],
             &["k"],
         ),
+        // A k beyond the database is clamped to its size (it used to overflow a capacity).
+        case(
+            "db/search-k-billion",
+            &["db", "search", "@fx/db", "x", "-k", "1000000000"],
+            Accepted,
+        ),
         c(
             "search-k-overflow",
             &[
