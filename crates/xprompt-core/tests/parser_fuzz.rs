@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use xprompt_core::gguf::{quantize_checkpoint, QuantKind};
 use xprompt_core::model_dir::{LoadOptions, ModelDir};
-use xprompt_testkit::{mutated, CapAllocator};
+use xprompt_testkit::{damaged_file_config, mutated, CapAllocator};
 
 #[global_allocator]
 static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
@@ -56,16 +56,8 @@ fn gguf_bytes() -> &'static [u8] {
     })
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 96,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(damaged_file_config(96))]
 
     #[test]
     fn damaged_safetensors_are_errors(bytes in mutated(read("model.safetensors"))) {

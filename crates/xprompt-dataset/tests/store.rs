@@ -368,7 +368,7 @@ mod damaged_files {
     use super::*;
     use proptest::prelude::*;
     use std::sync::OnceLock;
-    use xprompt_testkit::{mutated, CapAllocator};
+    use xprompt_testkit::{copy_dir, damaged_file_config, mutated, CapAllocator};
 
     #[global_allocator]
     static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
@@ -411,11 +411,7 @@ mod damaged_files {
     fn exercise(file: &str, bytes: &[u8]) {
         let t = tempfile::tempdir().unwrap();
         let store = t.path().join("store");
-        std::fs::create_dir_all(&store).unwrap();
-        for e in std::fs::read_dir(valid().join("store")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
-        }
+        copy_dir(&valid().join("store"), &store);
         std::fs::write(store.join(file), bytes).unwrap();
         if let Ok(s) = ShardStore::open(&store) {
             let paths: Vec<PathBuf> = s.paths().map(Path::to_path_buf).collect();
@@ -426,16 +422,8 @@ mod damaged_files {
         }
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 96,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(damaged_file_config(96))]
 
         #[test]
         fn a_damaged_index_is_an_error(bytes in mutated(std::fs::read(valid().join("store/index.json")).unwrap())) {

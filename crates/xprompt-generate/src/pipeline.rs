@@ -34,8 +34,16 @@ pub enum WeightsChoice {
 }
 
 impl WeightsChoice {
-    /// The `LoadOptions::matrices` this choice means for a model directory.
-    pub fn matrices(self, md: &ModelDir) -> Result<Option<candle_core::DType>> {
+    /// The `LoadOptions::matrices` this choice means for a model directory on `device`:
+    /// half matrices are CPU kernels, so on CUDA there are none.
+    pub fn matrices(
+        self,
+        md: &ModelDir,
+        device: DeviceChoice,
+    ) -> Result<Option<candle_core::DType>> {
+        if device.is_cuda() {
+            return Ok(None);
+        }
         Ok(match self {
             WeightsChoice::F32 => None,
             WeightsChoice::Auto => md.stored_half_dtype()?,
@@ -108,13 +116,8 @@ impl Pipeline {
     /// f32 (the half-precision matrix kernels are CPU code); the VQGAN stays on the CPU.
     pub fn load_on(dir: &Path, weights: WeightsChoice, device: DeviceChoice) -> Result<Self> {
         let md = ModelDir::open(dir)?;
-        let matrices = if device.is_cuda() {
-            None
-        } else {
-            weights.matrices(&md)?
-        };
         let model = md.load_model(&LoadOptions {
-            matrices,
+            matrices: weights.matrices(&md, device)?,
             device: device.open()?,
             ..LoadOptions::default()
         })?;

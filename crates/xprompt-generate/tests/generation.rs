@@ -202,14 +202,11 @@ fn same_seed_same_output_and_batches_of_queries_equal_single_runs() {
     assert!(seeds_differ);
 }
 
-#[test]
-fn task_context_round_trip_and_refusals() {
-    let (vocab, model) = load("xprompt_mask");
-    let engine = Engine::new(&model, vocab.clone());
-    let (ctx, query) = compiled(&engine, &vocab, PromptMode::XPrompt);
-    let meta = TaskMeta {
+/// The metadata saved with a compiled 2×2-grid task of `model`.
+fn meta_for(model: &ChameleonModel, ctx: &TaskContext) -> TaskMeta {
+    TaskMeta {
         version: 1,
-        model_fingerprint: model_fingerprint(&model).unwrap(),
+        model_fingerprint: model_fingerprint(model).unwrap(),
         mode: ctx.mode,
         next_position: ctx.next_position,
         examples_len: ctx.examples_len,
@@ -217,7 +214,15 @@ fn task_context_round_trip_and_refusals() {
         num_layers: model.config().num_hidden_layers,
         example_hashes: vec!["abc".into()],
         grid: Some((2, 2)),
-    };
+    }
+}
+
+#[test]
+fn task_context_round_trip_and_refusals() {
+    let (vocab, model) = load("xprompt_mask");
+    let engine = Engine::new(&model, vocab.clone());
+    let (ctx, query) = compiled(&engine, &vocab, PromptMode::XPrompt);
+    let meta = meta_for(&model, &ctx);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("task.xpt");
     task_context::save(&path, &ctx, &meta).unwrap();
@@ -293,7 +298,7 @@ mod damaged_task_files {
     use super::*;
     use proptest::prelude::*;
     use std::sync::OnceLock;
-    use xprompt_testkit::{mutated, CapAllocator};
+    use xprompt_testkit::{damaged_file_config, mutated, CapAllocator};
 
     #[global_allocator]
     static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
@@ -310,17 +315,7 @@ mod damaged_task_files {
             let (vocab, model) = model();
             let engine = Engine::new(model, vocab.clone());
             let (ctx, _) = compiled(&engine, vocab, PromptMode::XPrompt);
-            let meta = TaskMeta {
-                version: 1,
-                model_fingerprint: model_fingerprint(model).unwrap(),
-                mode: ctx.mode,
-                next_position: ctx.next_position,
-                examples_len: ctx.examples_len,
-                xprompt_len: ctx.xprompt_len,
-                num_layers: model.config().num_hidden_layers,
-                example_hashes: vec!["abc".into()],
-                grid: Some((2, 2)),
-            };
+            let meta = meta_for(model, &ctx);
             let tmp = tempfile::tempdir().unwrap();
             let path = tmp.path().join("task.xpt");
             task_context::save(&path, &ctx, &meta).unwrap();
@@ -329,7 +324,7 @@ mod damaged_task_files {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(damaged_file_config(128))]
 
         #[test]
         fn a_damaged_task_file_is_refused(bytes in mutated(valid_task().to_vec())) {

@@ -12,7 +12,7 @@ use common::example;
 use proptest::prelude::*;
 use xprompt_retrieval::embed::lexical::LexicalParams;
 use xprompt_retrieval::{Database, DbOptions, EmbedderChoice, SearchMode};
-use xprompt_testkit::{mutated, CapAllocator};
+use xprompt_testkit::{copy_dir, damaged_file_config, mutated, CapAllocator};
 
 #[global_allocator]
 static ALLOC: CapAllocator = CapAllocator::new(256 << 20);
@@ -36,18 +36,6 @@ fn valid_db() -> &'static Path {
         t
     })
     .path()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A copy of the valid database with `file` replaced by `bytes`, opened read-only (search,
@@ -78,16 +66,8 @@ fn read(file: &str) -> Vec<u8> {
     std::fs::read(valid_db().join("db").join(file)).unwrap()
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 96,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(damaged_file_config(96))]
 
     #[test]
     fn a_damaged_log_is_an_error_or_reported(bytes in mutated(read("log.xpl"))) {

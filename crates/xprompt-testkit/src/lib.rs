@@ -86,6 +86,29 @@ pub fn mutated(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// The proptest settings of the parser tests: `cases` damaged files per run, new ones each
+/// run (no regression files are written into the source tree).
+pub fn damaged_file_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Copies a directory tree (the valid fixture a test damages a copy of).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// A global allocator that refuses single allocations above `cap` bytes and remembers the
 /// largest one it granted. Declare it in a test binary:
 /// `#[global_allocator] static ALLOC: CapAllocator = CapAllocator::new(256 << 20);`

@@ -3,7 +3,7 @@
 //! aborting the test). Values that parse are range-checked (see docs/RELIABILITY.md).
 
 use proptest::prelude::*;
-use xprompt_testkit::{mutated, CapAllocator};
+use xprompt_testkit::{damaged_file_config, mutated, CapAllocator};
 use xprompt_train::experiment::Experiment;
 
 #[global_allocator]
@@ -15,7 +15,7 @@ store = \"store\"\nvqgan = \"vq\"\nimage_size = 16\n\n[train]\nsteps = 4\nbatch_
 context_len = 768\nlr = 0.001\ncheckpoint_every = 2\n\n[optim]\nbeta1 = 0.9\nbeta2 = 0.95\n";
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(damaged_file_config(256))]
 
     #[test]
     fn a_damaged_experiment_config_is_an_error(bytes in mutated(VALID.as_bytes().to_vec())) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use proptest::prelude::*;
-use xprompt_testkit::{mutated, CapAllocator};
+use xprompt_testkit::{damaged_file_config, mutated, CapAllocator};
 use xprompt_vqgan::{load_image_bytes, VqganConfig, VqganDir};
 
 #[global_allocator]
@@ -30,16 +30,8 @@ fn load_with(name: &str, bytes: &[u8]) {
     }
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 96,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(damaged_file_config(96))]
 
     #[test]
     fn damaged_yaml_is_an_error(bytes in mutated(read("vqgan.yaml"))) {

@@ -171,10 +171,9 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let dev = a.device.open()?;
     // CUDA runs candle's own ops: half weights mean a half compute dtype there, while the
     // CPU keeps half matrices and computes in f32.
-    let (dtype, matrices) = match (a.device.is_cuda(), a.weights) {
-        (true, WeightsChoice::Half(dt)) => (dt, None),
-        (true, _) => (DType::F32, None),
-        (false, _) => (DType::F32, Some(())),
+    let dtype = match (a.device.is_cuda(), a.weights) {
+        (true, WeightsChoice::Half(dt)) => dt,
+        _ => DType::F32,
     };
     let model = match (&a.model, &a.preset) {
         (Some(dir), _) => {
@@ -182,10 +181,7 @@ fn decode(a: DecodeArgs) -> Result<()> {
             md.load_model(&LoadOptions {
                 dtype,
                 device: dev.clone(),
-                matrices: match matrices {
-                    Some(()) => a.weights.matrices(&md)?,
-                    None => None,
-                },
+                matrices: a.weights.matrices(&md, a.device)?,
                 ..LoadOptions::default()
             })?
         }

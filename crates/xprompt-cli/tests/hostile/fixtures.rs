@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use xprompt_testkit::copy_dir;
 
 /// Runs `xprompt args` in `dir` and panics with its error output if it fails: fixture setup.
 pub fn xprompt_ok(dir: &Path, args: &[&str]) {
@@ -34,19 +35,6 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(path, bytes).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// A 64×64 (or `side`) RGB image with a pattern that depends on `seed`.
