@@ -1,50 +1,63 @@
 //! Reading and writing VQGAN weights: `vqgan.ckpt` (PyTorch zip pickle, Lightning layout with
 //! the weights under `state_dict`; extra loss/discriminator keys are ignored), plain
-//! `torch.save(state_dict)` files, and `vqgan.safetensors`. Every tensor the model expects must
-//! be present with the right shape; problems are reported together, naming key and file.
+//! `torch.save(state_dict)` files, and `vqgan.safetensors`, all through the shared loader
+//! `xprompt_core::checkpoint`. Every tensor the model expects must be present with the right
+//! shape; problems are reported together, naming key and file.
 use crate::config::VqganConfig;
 use crate::error::{Result, VqganError};
 use crate::model::Vqgan;
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use xprompt_core::checkpoint::CheckpointStore;
+use xprompt_core::error::CoreError;
 
 /// File names inside a tokenizer directory.
 pub const YAML_NAME: &str = "vqgan.yaml";
 pub const CKPT_NAME: &str = "vqgan.ckpt";
 pub const SAFETENSORS_NAME: &str = "vqgan.safetensors";
 
-/// Read every tensor of a weights file, converted to f32 on `dev`. `.safetensors` by
-/// extension, anything else as a PyTorch checkpoint.
-pub fn read_weights(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
+/// Opens a weights file as a checkpoint store (`xprompt_core::checkpoint`, the loader every
+/// model in xprompt shares): `.safetensors` by extension, memory-mapped; anything else is
+/// parsed as a PyTorch checkpoint.
+pub fn open_weights(path: &Path) -> Result<Arc<CheckpointStore>> {
     if !path.is_file() {
         return Err(VqganError::ckpt(path, "file not found"));
     }
-    let raw: Vec<(String, Tensor)> = if path.extension().and_then(|e| e.to_str())
-        == Some("safetensors")
-    {
-        candle_core::safetensors::load(path, dev)
-            .map_err(|e| VqganError::ckpt(path, format!("not a readable safetensors file: {e}")))?
-            .into_iter()
-            .collect()
+    let store = if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+        CheckpointStore::open_files(&[path.to_path_buf()]).map_err(from_core)?
     } else {
-        read_pytorch(path)?
+        CheckpointStore::from_tensors(path, read_pytorch(path)?.into_iter().collect())
     };
-    let mut out = HashMap::with_capacity(raw.len());
-    for (name, t) in raw {
-        let t = match t.dtype() {
-            DType::F32 => t,
-            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
-            // Integer entries (e.g. BatchNorm counters in a discriminator) are kept as they
-            // are; they are never model weights.
-            _ => t,
-        };
-        out.insert(name, t.to_device(dev)?);
+    Ok(Arc::new(store))
+}
+
+/// Read every floating-point tensor of a weights file, as f32 on `dev` (integer entries, such
+/// as a discriminator's BatchNorm counters, are never weights and are skipped).
+pub fn read_weights(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
+    let store = open_weights(path)?;
+    let mut out = HashMap::new();
+    for name in store.names() {
+        let is_float = store
+            .info(&name)
+            .and_then(|(_, dt)| DType::try_from(dt).ok())
+            .is_some_and(|dt| dt.is_float());
+        if is_float {
+            let t = store.load(&name, DType::F32, dev)?;
+            out.insert(name, t);
+        }
     }
     Ok(out)
+}
+
+/// A core loader error as this crate's checkpoint error, keeping the path it names.
+fn from_core(e: CoreError) -> VqganError {
+    match e {
+        CoreError::Checkpoint { path, why } => VqganError::ckpt(path, why),
+        CoreError::Candle(e) => VqganError::Candle(e),
+        other => VqganError::Input(other.to_string()),
+    }
 }
 
 /// PyTorch zip checkpoint: `state_dict` if present, else the top-level dict.
@@ -71,125 +84,51 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-#[derive(Default)]
-struct Records {
-    problems: Mutex<Vec<String>>,
-    used: Mutex<BTreeSet<String>>,
-}
-
-/// A VarBuilder backend that serves tensors from a map and records every missing or
-/// mis-shaped tensor instead of failing at the first one.
-struct CheckingBackend {
-    tensors: HashMap<String, Tensor>,
-    records: Arc<Records>,
-}
-
-impl SimpleBackend for CheckingBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        if let Ok(mut u) = self.records.used.lock() {
-            u.insert(name.to_string());
-        }
-        let problem = match self.tensors.get(name) {
-            None => format!("missing tensor `{name}` (expected shape {:?})", s.dims()),
-            Some(t) if t.shape() != &s => format!(
-                "tensor `{name}` has shape {:?}, expected {:?}",
-                t.dims(),
-                s.dims()
-            ),
-            Some(t) if !t.dtype().is_float() => {
-                format!(
-                    "tensor `{name}` has dtype {:?}, expected a float type",
-                    t.dtype()
-                )
-            }
-            Some(t) => return t.to_dtype(dtype)?.to_device(dev),
-        };
-        if let Ok(mut p) = self.records.problems.lock() {
-            p.push(problem);
-        }
-        Tensor::zeros(s, dtype, dev)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.tensors.get(name) {
-            Some(t) => t.to_dtype(dtype)?.to_device(dev),
-            None => candle_core::bail!("missing tensor `{name}`"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-}
-
-/// Build a model from a tensor map, checking every key and shape. `path` names the source
-/// file in errors; all problems are listed (up to 20).
-pub fn build_from_tensors(
+/// Build a model from a checkpoint store, checking every key, shape and dtype; all problems
+/// are listed together (up to 20).
+pub fn build_from_store(
     cfg: &VqganConfig,
-    tensors: HashMap<String, Tensor>,
-    path: &Path,
+    store: &Arc<CheckpointStore>,
     dev: &Device,
 ) -> Result<(Vqgan, LoadReport)> {
-    let all: BTreeSet<String> = tensors.keys().cloned().collect();
-    let records = Arc::new(Records::default());
-    let backend: Box<dyn SimpleBackend> = Box::new(CheckingBackend {
-        tensors,
-        records: records.clone(),
-    });
-    let vb = VarBuilder::from_backend(backend, DType::F32, dev.clone());
+    let vb = store.checking_var_builder(DType::F32, dev);
     let model = Vqgan::new(cfg, vb)?;
-    let problems = records
-        .problems
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default();
-    if !problems.is_empty() {
-        let n = problems.len();
-        let mut msg = problems
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if n > 20 {
-            msg.push_str(&format!("; ... and {} more", n - 20));
-        }
-        return Err(VqganError::ckpt(
-            path,
-            format!("{n} problem(s) against the config (wrong vqgan.yaml or checkpoint?): {msg}"),
-        ));
-    }
-    let used = records.used.lock().map(|u| u.clone()).unwrap_or_default();
-    let unused: Vec<String> = all.difference(&used).cloned().collect();
+    store.ensure_no_problems(20).map_err(from_core)?;
+    let used: BTreeSet<String> = store.consumed().into_iter().collect();
+    let unused = store.unconsumed(&[]);
     if !unused.is_empty() {
-        tracing::debug!(
-            "{}: ignoring {} unused tensors",
-            path.display(),
-            unused.len()
-        );
+        tracing::debug!("ignoring {} unused tensors", unused.len());
     }
     Ok((model, LoadReport { used, unused }))
 }
 
-/// Load weights from a file and build the model.
+/// Build a model from tensors already in memory (`origin` names them in errors).
+pub fn build_from_tensors(
+    cfg: &VqganConfig,
+    tensors: HashMap<String, Tensor>,
+    origin: &Path,
+    dev: &Device,
+) -> Result<(Vqgan, LoadReport)> {
+    build_from_store(
+        cfg,
+        &Arc::new(CheckpointStore::from_tensors(origin, tensors)),
+        dev,
+    )
+}
+
+/// Load weights from a file and build the model; also returns the tensors the model used, in
+/// f32 (what `vq convert` writes).
 pub fn load_weights_file(
     cfg: &VqganConfig,
     path: &Path,
     dev: &Device,
 ) -> Result<(Vqgan, LoadReport, HashMap<String, Tensor>)> {
-    let tensors = read_weights(path, dev)?;
-    let (model, report) = build_from_tensors(cfg, tensors.clone(), path, dev)?;
-    let kept = tensors
-        .into_iter()
-        .filter(|(k, _)| report.used.contains(k))
-        .collect();
+    let store = open_weights(path)?;
+    let (model, report) = build_from_store(cfg, &store, dev)?;
+    let mut kept = HashMap::with_capacity(report.used.len());
+    for name in &report.used {
+        kept.insert(name.clone(), store.load(name, DType::F32, dev)?);
+    }
     Ok((model, report, kept))
 }
 

@@ -123,7 +123,7 @@ fn wrong_config_names_missing_key_and_file() {
     let msg = err.to_string();
     assert!(msg.contains("vqgan.ckpt"), "{msg}");
     assert!(
-        msg.contains("missing tensor `encoder.down.1.attn.0.norm.weight`"),
+        msg.contains("tensor encoder.down.1.attn.0.norm.weight is missing"),
         "{msg}"
     );
 
@@ -134,7 +134,9 @@ fn wrong_config_names_missing_key_and_file() {
             .expect_err("must fail")
             .to_string();
     assert!(
-        msg.contains("`quantize.embedding.weight` has shape [32, 4], expected [64, 4]"),
+        msg.contains(
+            "tensor quantize.embedding.weight has shape [32, 4], the config expects [64, 4]"
+        ),
         "{msg}"
     );
 }

@@ -8,11 +8,10 @@
 //! from tools/reference/sentence_embed_fixtures.py. Field paths equal checkpoint keys
 //! (`encoder.layer.{i}.attention.self.query`, ...).
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Shape, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -20,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::embed::{Embedder, EmbedderSpec};
 use crate::error::{Error, Result};
 use crate::store::blobs::hex;
+use xprompt_core::checkpoint::CheckpointStore;
 
 pub const NAME: &str = "bert-mean-pool";
 /// sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2.
@@ -104,46 +104,6 @@ impl RawBertConfig {
             type_vocab_size: self.type_vocab_size,
             eps: self.layer_norm_eps,
         })
-    }
-}
-
-/// A safetensors backend that records which tensors the model asked for, so loading can
-/// prove every checkpoint tensor was used.
-pub(crate) struct TrackedTensors {
-    pub(crate) tensors: HashMap<String, Tensor>,
-    pub(crate) used: Mutex<HashSet<String>>,
-}
-
-impl candle_nn::var_builder::SimpleBackend for TrackedTensors {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!(
-                "tensor {name}: shape {:?} in the checkpoint, {:?} expected",
-                t.shape(),
-                s
-            );
-        }
-        Ok(t)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            candle_core::Error::Msg(format!("tensor {name} is missing from the checkpoint"))
-        })?;
-        if let Ok(mut used) = self.used.lock() {
-            used.insert(name.to_string());
-        }
-        t.to_dtype(dtype)?.to_device(dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
     }
 }
 
@@ -300,6 +260,33 @@ pub struct BertEmbedder {
     fingerprint: String,
 }
 
+/// Opens a safetensors weights file with the shared loader (`xprompt_core::checkpoint`).
+pub(crate) fn open_weights(path: &Path) -> Result<Arc<CheckpointStore>> {
+    CheckpointStore::open_files(&[path.to_path_buf()])
+        .map(Arc::new)
+        .map_err(|e| model_error(path, e))
+}
+
+/// The header bytes identifying a weights file, for an embedder's fingerprint.
+pub(crate) fn header_bytes(path: &Path) -> Result<Vec<u8>> {
+    xprompt_core::checkpoint::header_bytes(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A loader error as this crate's model error; the loader's own text names the file.
+pub(crate) fn model_error(path: &Path, e: xprompt_core::CoreError) -> Error {
+    let what = match e {
+        xprompt_core::CoreError::Checkpoint { why, .. } => why,
+        other => other.to_string(),
+    };
+    Error::Model {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -325,42 +312,18 @@ impl BertEmbedder {
         let cfg = raw.validate(&cfg_path)?;
         let weights = dir.join("model.safetensors");
         let device = Device::Cpu;
-        let tensors =
-            candle_core::safetensors::load(&weights, &device).map_err(|e| Error::Model {
-                path: weights.clone(),
-                what: e.to_string(),
-            })?;
-        let mut names: Vec<String> = tensors.keys().cloned().collect();
-        names.sort();
-        let backend = TrackedTensors {
-            tensors,
-            used: Mutex::new(HashSet::new()),
-        };
-        let used = std::sync::Arc::new(backend);
-        let vb = VarBuilder::from_backend(
-            Box::new(ArcBackend(used.clone())),
-            DType::F32,
-            device.clone(),
-        );
+        let store = open_weights(&weights)?;
+        let vb = store.var_builder(DType::F32, &device);
         let model = BertModel::new(&cfg, vb).map_err(|e| Error::Model {
             path: weights.clone(),
             what: e.to_string(),
         })?;
-        let used_set = used.used.lock().map(|u| u.clone()).unwrap_or_default();
-        let unused: Vec<&String> = names
-            .iter()
-            .filter(|n| {
-                !used_set.contains(*n)
-                    && !n.starts_with("pooler.")
-                    && n.as_str() != "embeddings.position_ids"
+        // The pooler and the `position_ids` buffer are not used by sentence embeddings.
+        store
+            .ensure_all_consumed_where(|n| {
+                !n.starts_with("pooler.") && n != "embeddings.position_ids"
             })
-            .collect();
-        if !unused.is_empty() {
-            return Err(Error::Model {
-                path: weights,
-                what: format!("unexpected tensors not used by the BERT encoder: {unused:?}"),
-            });
-        }
+            .map_err(|e| model_error(&weights, e))?;
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer =
             tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| Error::Model {
@@ -375,7 +338,7 @@ impl BertEmbedder {
             }))
             .map_err(|e| model_err(format!("tokenizer.json: {e}")))?;
         // Identity: config + the safetensors header (names, shapes, offsets) + weight file size.
-        let wbytes = read_header(&weights)?;
+        let wbytes = header_bytes(&weights)?;
         let mut h = Sha256::new();
         h.update(&cfg_bytes);
         h.update(&wbytes);
@@ -448,46 +411,6 @@ impl BertEmbedder {
             .clamp(1e-12, f64::MAX)?;
         Ok(pooled.broadcast_div(&norms)?.to_vec2::<f32>()?)
     }
-}
-
-/// Lets the loader keep a handle on the backend after giving it to the VarBuilder.
-pub(crate) struct ArcBackend(pub(crate) std::sync::Arc<TrackedTensors>);
-
-impl candle_nn::var_builder::SimpleBackend for ArcBackend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
-    }
-}
-
-/// The safetensors header bytes (8-byte length + JSON) plus the file size.
-pub(crate) fn read_header(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let size = f.metadata().map_err(io)?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(io)?;
-    let len = u64::from_le_bytes(n).min(100 << 20) as usize;
-    let mut header = vec![0u8; len];
-    f.read_exact(&mut header).map_err(io)?;
-    header.extend_from_slice(&size.to_le_bytes());
-    Ok(header)
 }
 
 impl Embedder for BertEmbedder {

@@ -9,9 +9,7 @@
 //! Golden test: a tiny random model from tools/reference/clip_text_fixtures.py (no real CLIP
 //! weights are obtainable offline). Paths equal checkpoint keys.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{
@@ -20,7 +18,7 @@ use candle_nn::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::embed::bert::{read, read_header, ArcBackend, TrackedTensors};
+use crate::embed::bert::{header_bytes, model_error, open_weights, read};
 use crate::embed::{Embedder, EmbedderSpec};
 use crate::error::{Error, Result};
 use crate::store::blobs::hex;
@@ -317,36 +315,18 @@ pub fn load_model(dir: &Path) -> Result<(ClipTextModel, Vec<u8>)> {
         path: weights.clone(),
         what,
     };
-    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
-        .map_err(|e| model_err(e.to_string()))?;
-    let mut names: Vec<String> = tensors.keys().cloned().collect();
-    names.sort();
-    let tracked = Arc::new(TrackedTensors {
-        tensors,
-        used: Mutex::new(HashSet::new()),
-    });
-    let vb = VarBuilder::from_backend(
-        Box::new(ArcBackend(tracked.clone())),
-        DType::F32,
-        Device::Cpu,
-    );
+    let store = open_weights(&weights)?;
+    let vb = store.var_builder(DType::F32, &Device::Cpu);
     let model = ClipTextModel::new(&cfg, vb).map_err(|e| model_err(e.to_string()))?;
-    let used = tracked.used.lock().map(|u| u.clone()).unwrap_or_default();
-    let unused: Vec<&String> = names
-        .iter()
-        .filter(|n| {
-            !used.contains(*n)
-                && (n.starts_with("text_model.") || n.starts_with("text_projection"))
+    // Only the text tower counts: a full CLIP checkpoint's vision tower is ignored.
+    store
+        .ensure_all_consumed_where(|n| {
+            (n.starts_with("text_model.") || n.starts_with("text_projection"))
                 && !n.ends_with("position_ids")
         })
-        .collect();
-    if !unused.is_empty() {
-        return Err(model_err(format!(
-            "text-tower tensors not used by the encoder: {unused:?}"
-        )));
-    }
+        .map_err(|e| model_error(&weights, e))?;
     let mut fp = cfg_bytes;
-    fp.extend(read_header(&weights)?);
+    fp.extend(header_bytes(&weights)?);
     Ok((model, fp))
 }
 
