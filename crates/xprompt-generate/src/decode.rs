@@ -119,8 +119,10 @@ impl<'e, 'm> BatchDecoder<'e, 'm> {
         )?;
         let mut cache = ctx.cache.snapshot()?;
         let mut pos = ctx.next_position;
-        let logits = self.engine.feed(&mut cache, &mut pos, query_ids)?;
-        let cond = logits.get(query_ids.len() - 1)?.to_vec1()?;
+        let cond = self
+            .engine
+            .feed_last(&mut cache, &mut pos, query_ids)?
+            .to_vec1()?;
         self.rows.push(&cache, pos)?;
         self.owners.push((id, RowKind::Conditional));
         self.seqs.push(Sequence {
@@ -255,8 +257,8 @@ impl<'e, 'm> BatchDecoder<'e, 'm> {
             let prefix = &s.out[s.out.len() - 3..];
             let mut cache = self.engine.model.new_cache();
             let mut upos = 0;
-            let ulogits = self.engine.feed(&mut cache, &mut upos, prefix)?;
-            s.uncond = Some(ulogits.get(2)?.to_vec1()?);
+            let ulogits = self.engine.feed_last(&mut cache, &mut upos, prefix)?;
+            s.uncond = Some(ulogits.to_vec1()?);
             self.rows.push(&cache, upos)?;
             self.owners.push((id, RowKind::Unconditional));
         }

@@ -171,6 +171,28 @@ impl<'m> Engine<'m> {
         Ok(logits.squeeze(0)?)
     }
 
+    /// As [`Engine::feed`], returning only the last fed token's logits `(vocab,)`: what
+    /// decoding needs, without the vocabulary-wide product for every other token.
+    pub fn feed_last(
+        &self,
+        cache: &mut ModelCache,
+        position: &mut usize,
+        ids: &[u32],
+    ) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        let dev = self.device();
+        let t = ids.len();
+        let x = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
+        let logits = self.model.forward_last(
+            &x,
+            &positions(1, *position, t, dev)?,
+            Visibility::Causal,
+            Some(cache),
+        )?;
+        *position += t;
+        Ok(logits.squeeze(0)?)
+    }
+
     /// Generates an answer after `query_ids` under `grammar`; returns the emitted tokens
     /// (the closing separator included when produced). Stops at the separator or after
     /// `max_tokens`. The same decoder as the server's batches, with one sequence.

@@ -225,17 +225,15 @@ fn decode(a: DecodeArgs) -> Result<()> {
 
     let input = Tensor::from_vec(prompt.clone(), (1, a.prompt_len), &dev)?;
     let t0 = Instant::now();
-    let logits = model.forward(
+    // Only the last position's logits, as a generating prefill needs (and as the transformers
+    // side of tools/reference/bench_decode.py computes them).
+    let logits = model.forward_last(
         &input,
         &positions(1, 0, a.prompt_len, &dev)?,
         Visibility::Causal,
         Some(&mut cache),
     )?;
-    let mut next = logits
-        .get(0)?
-        .get(a.prompt_len - 1)?
-        .argmax(0)?
-        .to_scalar::<u32>()?;
+    let mut next = logits.get(0)?.argmax(0)?.to_scalar::<u32>()?;
     let prefill_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();

@@ -219,11 +219,7 @@ pub fn linear_half_tiled(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
             other => bail!("linear_half_tiled: weight dtype {:?}", other.dtype()),
         }
         let out = &mut tbuf[..rows * n];
-        matmul_parallel(
-            out,
-            Mat::row_major(&xs, rows, in_dim),
-            Mat::row_major(&wbuf[..n * in_dim], n, in_dim).t(),
-        );
+        super::prefill::x_times_wt(out, &xs, &wbuf[..n * in_dim], rows, in_dim, n);
         for r in 0..rows {
             y[r * out_dim + t0..r * out_dim + t0 + n].copy_from_slice(&out[r * n..(r + 1) * n]);
         }

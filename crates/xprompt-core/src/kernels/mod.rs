@@ -20,6 +20,7 @@ pub mod cross_entropy;
 pub mod group_norm;
 pub mod linear;
 pub mod norm;
+pub mod prefill;
 pub mod qk_prep;
 pub mod rope;
 pub mod swiglu;

@@ -411,6 +411,24 @@ impl ChameleonModel {
         self.logits(&hidden)
     }
 
+    /// `forward_hidden`, then `lm_head` on the last position alone: `(B, vocab)`. A prefill
+    /// that only needs the next token's distribution skips the other `T − 1` rows of the
+    /// largest matrix.
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        visibility: Visibility,
+        cache: Option<&mut ModelCache>,
+    ) -> Result<Tensor> {
+        if ids.dim(1)? == 0 {
+            candle_core::bail!("forward_last needs at least one token")
+        }
+        let hidden = self.forward_hidden(ids, positions, visibility, cache)?;
+        let t = hidden.dim(1)?;
+        self.logits(&hidden.narrow(1, t - 1, 1)?)?.squeeze(1)
+    }
+
     /// cos/sin tables `(B, T, head_dim/2)` for the given positions, computed in f32.
     fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
         let pos = (positions.to_dtype(DType::F32)? * self.position_scale as f64)?;

@@ -5,7 +5,9 @@
 //! 4× a plain decode step. For 2..=8 contiguous f32 rows this layer reads each weight row once
 //! and dots it with every input row, so two rows cost about what one does. Inference only:
 //! the fast path records no gradient, so it is used in `OpsMode::Fused` models alone. Every
-//! other product is one 2-D gemm over all rows (see `plain_forward`).
+//! other product is one 2-D gemm over all rows: in inference, in the orientation that suits
+//! the row count (`kernels::prefill`); in training, through `kernels::linear` (see
+//! `plain_forward`).
 
 use candle_core::{DType, Device, Module, Result, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
@@ -166,6 +168,19 @@ impl Linear {
         if half_inference && rows > MAX_HALF_STREAM_ROWS {
             // Many rows (prefill): widen the matrix a tile at a time, one gemm per tile.
             let y = crate::kernels::linear::linear_half_tiled(x, w)?;
+            return match self.inner.bias() {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        let f32_prefill = self.mode == OpsMode::Fused
+            && rows > MAX_FEW_ROWS
+            && x.dtype() == DType::F32
+            && w.dtype() == DType::F32
+            && matches!(x.device(), Device::Cpu);
+        if f32_prefill {
+            // Many rows at inference: gemm in the orientation that reads W in place.
+            let y = crate::kernels::prefill::linear_prefill(x, w)?;
             return match self.inner.bias() {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
