@@ -2,7 +2,9 @@
 //!
 //! - [`OpsMode::Fused`]: candle's fused CPU/GPU kernels (`softmax_last_dim`, `rms_norm`,
 //!   `layer_norm`, `rope`). Fast, but they record **no gradient** — candle silently drops the
-//!   backward pass through them. Inference only.
+//!   backward pass through them. Inference only. Where candle's version is one thread per
+//!   tensor (SwiGLU) or a chain of ops (q/k norm + RoPE and attention in a prefill, see
+//!   `model::attention`), the CPU uses our kernels' forward passes instead.
 //! - [`OpsMode::Differentiable`]: training. On the CPU (f32/f64) the ops run as our own
 //!   [`kernels`](crate::kernels), fused forward and backward; elsewhere as [`OpsMode::Plain`].
 //! - [`OpsMode::Plain`]: the same maths written with plain tensor ops, so candle's autograd
@@ -127,7 +129,9 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 
 /// SwiGLU's gate: `silu(gate) · up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor, mode: OpsMode) -> Result<Tensor> {
-    if uses_kernel(gate, mode) && up.dtype() == gate.dtype() {
+    // The kernel also serves inference (`Fused`): candle's `silu` is one thread per tensor.
+    let kernel = kernels::supports(gate) && mode != OpsMode::Plain;
+    if kernel && up.dtype() == gate.dtype() {
         return kernels::swiglu::swiglu(gate, up);
     }
     silu(gate)? * up

@@ -91,6 +91,34 @@ fn decoding_token_by_token_with_the_cache_equals_one_pass() {
 }
 
 #[test]
+fn several_tokens_fed_after_the_cache_equal_one_pass() {
+    // A query fed after a compiled context: more than one new token with a non-empty cache
+    // (the prefill kernels' other branch: q/k prepared as one kernel, attention over the cache).
+    let dir = ModelDir::open(&fixture("gqa_swin")).unwrap();
+    let model = dir.load_model(&LoadOptions::default()).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(ids_of("gqa_swin")["ids"].clone()).unwrap();
+    let (_, want) = reference_logits("gqa_swin");
+    assert!(ids.len() > 6, "the fixture is long enough to split");
+    let mut cache = model.new_cache();
+    let mut got: Vec<f32> = Vec::new();
+    let split = ids.len() / 2;
+    for (start, end) in [(0, split), (split, ids.len())] {
+        let x = Tensor::from_vec(ids[start..end].to_vec(), (1, end - start), &Device::Cpu).unwrap();
+        let l = model
+            .forward(
+                &x,
+                &positions(1, start, end - start, &Device::Cpu).unwrap(),
+                Visibility::Causal,
+                Some(&mut cache),
+            )
+            .unwrap();
+        got.extend(l.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    let err = max_rel_err(&got, &want);
+    assert!(err < 1e-4, "max relative error {err}");
+}
+
+#[test]
 fn xprompt_mask_batched_rows_match_transformers_with_the_same_4d_mask() {
     let case = "xprompt_mask";
     let dir = ModelDir::open(&fixture(case)).unwrap();

@@ -218,21 +218,48 @@ impl Attention {
         let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?;
         let k = self.k_proj.forward(x)?.reshape((b, t, hkv, d))?;
         let v = self.v_proj.forward(x)?.reshape((b, t, hkv, d))?;
+        let prep = |x: &Tensor, norm: &HeadNorm| {
+            kernels::qk_prep::norm_rope(x, &norm.weight, &norm.bias, QK_NORM_EPS, cos, sin)
+        };
         if mode == OpsMode::Differentiable && cache.is_none() && kernels::supports(&q) {
             // Training: kernels with exact backward passes on the projections' own
             // (B, T, heads, D) layout — no transposed copies, no (B, H, T, L) tensors kept.
-            let prep = |x: &Tensor, norm: &HeadNorm| {
-                kernels::qk_prep::norm_rope(x, &norm.weight, &norm.bias, QK_NORM_EPS, cos, sin)
-            };
             let (q, k) = (prep(&q, &self.q_norm)?, prep(&k, &self.k_norm)?);
             let out = kernels::attention::masked_attention(&q, &k, &v, mask)?;
             return self.o_proj.forward(&out.reshape((b, t, h * d))?);
         }
-        let q = self.q_norm.forward(&q, mode)?;
-        let k = self.k_norm.forward(&k, mode)?;
-        // (B, T, H, D) -> (B, H, T, D)
-        let q = ops::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
-        let k = ops::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode)?;
+        // A prefill at inference: the same kernels (forward only), parallel over rows and
+        // heads where candle's ops are per element; a decode step (one row) keeps candle's.
+        let prefill_kernels = mode == OpsMode::Fused && t > 1 && kernels::supports(&q);
+        let (q, k) = if prefill_kernels {
+            let (q, k) = (prep(&q, &self.q_norm)?, prep(&k, &self.k_norm)?);
+            let past = cache.as_ref().map_or(0, |c| c.len());
+            if past == 0 {
+                // The keys are exactly the new tokens: attend on the (B, T, heads, D) layout
+                // and store the keys/values in the cache's (B, heads, T, D) layout beside it.
+                if let Some(cache) = cache {
+                    cache.append(
+                        &k.transpose(1, 2)?.contiguous()?,
+                        &v.transpose(1, 2)?.contiguous()?,
+                    )?;
+                }
+                let out = kernels::attention::masked_attention(&q, &k, &v, mask)?;
+                return self.o_proj.forward(&out.reshape((b, t, h * d))?);
+            }
+            // (B, T, H, D) -> (B, H, T, D)
+            (
+                q.transpose(1, 2)?.contiguous()?,
+                k.transpose(1, 2)?.contiguous()?,
+            )
+        } else {
+            let q = self.q_norm.forward(&q, mode)?;
+            let k = self.k_norm.forward(&k, mode)?;
+            // (B, T, H, D) -> (B, H, T, D)
+            (
+                ops::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin, mode)?,
+                ops::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin, mode)?,
+            )
+        };
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = match cache {
             Some(cache) => cache.append(&k, &v)?,
