@@ -14,6 +14,7 @@
 
 mod access;
 pub mod attention;
+pub mod bf16_dot;
 pub mod conv2d;
 mod conv2d_shifted;
 pub mod cross_entropy;

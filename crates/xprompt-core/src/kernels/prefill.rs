@@ -113,7 +113,7 @@ pub(crate) fn x_times_wt(
 
 /// `dst (rows × cols, row-major)` from `src (cols × rows, row-major)`, in cache-sized blocks,
 /// rows of `dst` spread over the thread pool.
-fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+pub(crate) fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
     dst.par_chunks_mut(TRANSPOSE_ROWS * cols)
         .enumerate()
         .for_each(|(chunk, out)| {

@@ -14,6 +14,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::lora::LoraAdapter;
+use crate::kernels::bf16_dot::{self, Precision};
 use crate::ops::OpsMode;
 
 /// Largest row count routed to the few-row kernel.
@@ -165,6 +166,23 @@ impl Linear {
             && x.dtype() == DType::F32
             && matches!(x.device(), Device::Cpu)
             && w.is_contiguous();
+        if half_inference && w.dtype() == DType::BF16 {
+            // AVX512-BF16 dot products on the weights as stored, where the CPU has them:
+            // streaming rows (decode) with the input split in two bf16 halves (no precision
+            // lost, memory-bound anyway); a prefill with the input rounded to bf16, as bf16
+            // inference in PyTorch does, at twice the multiply rate.
+            let precision = if rows > MAX_HALF_STREAM_ROWS {
+                Precision::Rounded
+            } else {
+                Precision::Split
+            };
+            if let Some(y) = bf16_product(x, w, precision)? {
+                return match self.inner.bias() {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        }
         if half_inference && rows > MAX_HALF_STREAM_ROWS {
             // Many rows (prefill): widen the matrix a tile at a time, one gemm per tile.
             let y = crate::kernels::linear::linear_half_tiled(x, w)?;
@@ -264,6 +282,32 @@ impl WeightRows<'_> {
 /// `y = x · Wᵀ` for `rows` rows of `x` (row-major `(rows, in)`) and `W` `(out, in)`, with `W`
 /// in f32, bf16 or f16 (half weights are read at half the bytes and widened per row: a
 /// half-precision model decodes from half the memory traffic).
+/// `x · Wᵀ` through `kernels::bf16_dot` for a contiguous bf16 `w`; `None` when this CPU lacks
+/// AVX512-BF16 (the caller widens instead).
+fn bf16_product(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Option<Tensor>> {
+    if !bf16_dot::available() {
+        return Ok(None);
+    }
+    let (out_dim, in_dim) = w.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; rows * out_dim];
+    {
+        let (storage, layout) = w.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("bf16_product needs a CPU weight")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
+        let wb = &cpu.as_slice::<half::bf16>()?[start..end];
+        bf16_dot::x_times_wt(&mut y, &xs, wb, (rows, in_dim, out_dim), precision);
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = out_dim;
+    Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+}
+
 fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
     let (out_dim, in_dim) = w.dims2()?;
     let (storage, layout) = w.storage_and_layout();
