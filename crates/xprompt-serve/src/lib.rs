@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How weight matrices are held (`auto`: half checkpoints stay half).
     pub weights: WeightsChoice,
+    /// Where the decoders run.
+    pub device: xprompt_core::device::DeviceChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +139,11 @@ pub fn spawn(config: ServeConfig) -> Result<ServerHandle, ServeError> {
     let mut models = Vec::new();
     let mut decode_threads = Vec::new();
     for (dir, id) in config.models.iter().zip(model_ids(&config.models)?) {
-        let pipeline = Pipeline::load_with(dir, config.weights).map_err(|e| ServeError::Model {
-            dir: dir.clone(),
-            why: e.to_string(),
+        let pipeline = Pipeline::load_on(dir, config.weights, config.device).map_err(|e| {
+            ServeError::Model {
+                dir: dir.clone(),
+                why: e.to_string(),
+            }
         })?;
         let pipeline = Arc::new(pipeline);
         let (scheduler, thread) = Scheduler::start(

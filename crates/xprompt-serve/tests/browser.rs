@@ -211,6 +211,7 @@ fn the_page_generates_an_answer_in_headless_chromium() {
         token: None,
         limits: Limits::default(),
         weights: Default::default(),
+        device: Default::default(),
     })
     .unwrap();
     let d = Driver::start(&driver, &chromium);

@@ -26,6 +26,7 @@ fn start(limits: Limits, token: Option<&str>) -> ServerHandle {
         token: token.map(str::to_string),
         limits,
         weights: Default::default(),
+        device: Default::default(),
     })
     .unwrap()
 }

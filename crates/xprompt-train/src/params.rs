@@ -94,15 +94,16 @@ impl ParamPlan {
             .collect()
     }
 
-    /// A `VarBuilder` over `varmap` that hands out frozen tensors detached.
-    pub fn var_builder<'a>(&self, varmap: &VarMap) -> VarBuilder<'a> {
+    /// A `VarBuilder` over `varmap`, creating parameters on `device`, that hands out frozen
+    /// tensors detached.
+    pub fn var_builder<'a>(&self, varmap: &VarMap, device: &Device) -> VarBuilder<'a> {
         VarBuilder::from_backend(
             Box::new(Freezing {
                 varmap: varmap.clone(),
                 plan: self.clone(),
             }),
             DType::F32,
-            Device::Cpu,
+            device.clone(),
         )
     }
 }

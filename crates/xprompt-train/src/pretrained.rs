@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use xprompt_core::checkpoint::CheckpointStore;
 use xprompt_core::model_dir::IGNORED_PREFIXES;
@@ -33,7 +33,7 @@ pub fn load_pretrained(varmap: &VarMap, dir: &Path, base_vocab: usize) -> Result
         let var = &data[*name];
         let want = var.dims().to_vec();
         let t = store
-            .load(name, DType::F32, &Device::Cpu)
+            .load(name, DType::F32, var.device())
             .map_err(|e| bad(e.to_string()))?;
         let t = match (t.dims(), want.as_slice()) {
             (got, w) if got == w => t,
@@ -71,6 +71,7 @@ pub fn load_pretrained(varmap: &VarMap, dir: &Path, base_vocab: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use candle_nn::VarBuilder;
     use xprompt_core::model::{positions, ChameleonModel, Visibility};
     use xprompt_core::model_dir::ModelDir;

@@ -172,6 +172,8 @@ pub struct Trainer {
     neighbours: HashMap<usize, Vec<usize>>,
     /// What is trained (all, a subset, LoRA adapters).
     pub plan: ParamPlan,
+    /// Where parameters, batches and optimiser state live.
+    device: Device,
     /// Procedural in-context tasks drawn on the fly, and the fixed probes of the ICL metric.
     procedural: Option<ProceduralSource>,
     probes: Vec<IclProbe>,
@@ -217,7 +219,7 @@ pub fn init_weights(varmap: &VarMap, std: f64, seed: u64) -> Result<()> {
 
 impl Trainer {
     /// A fresh model (seeded init) over `train` / `val` items, training the parameters `plan`
-    /// selects.
+    /// selects, on the CPU.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &ChameleonConfig,
@@ -229,11 +231,36 @@ impl Trainer {
         optim: AdamWConfig,
         plan: &ParamPlan,
     ) -> Result<Self> {
+        Self::new_on(
+            cfg,
+            prompt,
+            (train, val),
+            sample_config,
+            settings,
+            optim,
+            plan,
+            &Device::Cpu,
+        )
+    }
+
+    /// [`Trainer::new`] with the parameters, batches and optimiser state on `device`. Off the
+    /// CPU the model's ops and AdamW fall back from the CPU kernels to candle's ops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_on(
+        cfg: &ChameleonConfig,
+        prompt: PromptContext,
+        (train, val): (Vec<TaskItem>, Vec<TaskItem>),
+        sample_config: SampleConfig,
+        settings: TrainSettings,
+        optim: AdamWConfig,
+        plan: &ParamPlan,
+        device: &Device,
+    ) -> Result<Self> {
         if train.is_empty() {
             return Err(TrainError::Data("the training set is empty".into()));
         }
         let varmap = VarMap::new();
-        let vb = plan.var_builder(&varmap);
+        let vb = plan.var_builder(&varmap, device);
         let mut model =
             ChameleonModel::with_lora(cfg, vb, OpsMode::Differentiable, plan.lora.as_ref())?;
         model.set_residual_dropout(settings.dropout);
@@ -276,6 +303,7 @@ impl Trainer {
             procedural: None,
             probes: Vec::new(),
             best_gap: None,
+            device: device.clone(),
         })
     }
 
@@ -344,7 +372,7 @@ impl Trainer {
         for _ in 0..s.grad_accum.max(1) {
             let t_batch = Instant::now();
             let samples = self.next_samples(s.batch_samples)?;
-            let batch = pack(&samples, s.context_len, pad, &Device::Cpu)?;
+            let batch = pack(&samples, s.context_len, pad, &self.device)?;
             let t_forward = Instant::now();
             let parts = loss(&self.model, &batch, s.z_loss)?;
             let scaled = (&parts.total / s.grad_accum.max(1) as f64)?;
@@ -470,7 +498,7 @@ impl Trainer {
         let pad = self.prompt.vocab.pad.unwrap_or(0);
         let (mut sum, mut count) = (0f64, 0usize);
         for chunk in samples.chunks(self.settings.batch_samples.max(1)) {
-            let batch = pack(chunk, self.settings.context_len, pad, &Device::Cpu)?;
+            let batch = pack(chunk, self.settings.context_len, pad, &self.device)?;
             let parts = loss(&self.model, &batch, 0.0)?;
             sum += parts.ce as f64 * batch.targets as f64;
             count += batch.targets;
@@ -608,7 +636,8 @@ impl Trainer {
                     var.dims()
                 ));
             }
-            var.set(t).map_err(|e| e.to_string())?;
+            var.set(&t.to_device(var.device()).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

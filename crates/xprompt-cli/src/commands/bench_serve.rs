@@ -110,6 +110,7 @@ fn measure(a: &ServeBenchArgs, reqs: &[Triple], max_batch: usize, clients: usize
             ..Limits::default()
         },
         weights: Default::default(),
+        device: Default::default(),
     })?;
     let url = format!("http://{}/v1/generate", server.addr);
     let http = reqwest::blocking::Client::builder()

@@ -15,7 +15,7 @@ use xprompt_eval::{
     evaluate, write_report, EvalError, EvalOptions, InContextRunner, Reconstructor,
 };
 use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
-use xprompt_generate::pipeline::{AnswerShape, Pipeline, Request};
+use xprompt_generate::pipeline::{AnswerShape, Pipeline, Request, WeightsChoice};
 use xprompt_generate::sampler::SamplerConfig;
 use xprompt_vqgan::U8Image;
 
@@ -73,6 +73,10 @@ pub struct EvalArgs {
     pub max_items: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the decoder runs: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
+
     /// Split the queries come from: `test` (reported numbers) or `val` (for choosing
     /// decoding settings without touching the test split).
     #[arg(long, value_enum, default_value = "test")]
@@ -297,7 +301,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let t = Instant::now();
     let mut recon = if a.ceiling {
         Some(ModelRunner {
-            p: Pipeline::load(&a.model)?,
+            p: Pipeline::load_on(&a.model, WeightsChoice::F32, a.device)?,
             calls: 0,
             sampler,
             no_instruction: false,

@@ -14,7 +14,7 @@ use xprompt_data::procedural::{self, pool, Range};
 use xprompt_eval::icl::{evaluate_icl, icl_markdown, IclOptions, IclType};
 use xprompt_eval::report::image_grid;
 use xprompt_eval::MaskMode;
-use xprompt_generate::pipeline::Pipeline;
+use xprompt_generate::pipeline::{Pipeline, WeightsChoice};
 use xprompt_generate::sampler::SamplerConfig;
 
 use super::eval::ModelRunner;
@@ -38,6 +38,10 @@ pub struct EvalIclArgs {
     /// `xprompt`, `causal` or `both`.
     #[arg(long, default_value = "both")]
     pub mask: String,
+    /// Where the decoder runs: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
+
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value = "eval-icl-out")]
@@ -110,7 +114,7 @@ pub fn run(a: EvalIclArgs) -> Result<()> {
         Suite::open(&a.suite).with_context(|| format!("opening suite {}", a.suite.display()))?;
     let pool = pool::from_suite(&suite, Split::Test, 2000)?;
     let mut runner = ModelRunner {
-        p: Pipeline::load(&a.model)?,
+        p: Pipeline::load_on(&a.model, WeightsChoice::F32, a.device)?,
         calls: 0,
         sampler: SamplerConfig {
             cfg: 1.0,

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Weight matrices in memory: auto (half checkpoints stay half), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     pub weights: WeightsChoice,
+    /// Where the decoder runs: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
     /// Largest request body in MiB.
     #[arg(long, default_value_t = Limits::default().max_body_bytes >> 20)]
     pub max_body_mib: usize,
@@ -83,6 +86,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         token: a.token,
         limits,
         weights: a.weights,
+        device: a.device,
     })?;
     Ok(())
 }

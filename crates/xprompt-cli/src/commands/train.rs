@@ -24,12 +24,19 @@ pub struct TrainArgs {
     /// Stop (with a checkpoint) after this many minutes.
     #[arg(long)]
     pub minutes: Option<f64>,
-    /// Refuse to start when the memory plan exceeds this (default: MemAvailable).
+    /// Refuse to start when the memory plan exceeds this (default: MemAvailable on the CPU;
+    /// unchecked on a GPU, whose allocator reports running out).
     #[arg(long)]
     pub max_memory_gb: Option<f64>,
+    /// Where the model trains: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`
+    /// (candle's ops there; the fused CPU kernels are CPU code).
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    // First, so that a device that cannot be used fails before minutes of data loading.
+    let device = a.device.open()?;
     if !a.resume {
         // A fresh run writes config, tokenizer, weights and vqgan/ into --out: over an
         // existing model directory that would leave a mix of two models.
@@ -125,6 +132,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let needed = weight_bytes + widened + trained * 12.0 + act;
     let budget = match a.max_memory_gb {
         Some(gb) => gb * 1e9,
+        None if a.device.is_cuda() => f64::INFINITY,
         None => xprompt_core::memory::available_bytes().map_or(f64::INFINITY, |b| b as f64),
     };
     if needed > budget {
@@ -140,15 +148,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
             budget / 1e9
         );
     }
-    let mut trainer = Trainer::new(
+    let mut trainer = Trainer::new_on(
         &cfg,
         prompt,
-        data.train,
-        data.val,
+        (data.train, data.val),
         exp.sample.clone(),
         exp.train.clone(),
         exp.optim,
         &plan,
+        &device,
     )?;
     trainer.experiment_toml = Some(toml_text);
     if let Some(source) = procedural_source(&exp)? {
