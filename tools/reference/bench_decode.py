@@ -5,6 +5,8 @@ Environment (current PyTorch from PyPI, the speed anchor the project uses):
     /work/.venv-torch/bin/pip install torch==2.15.0 transformers==5.23.0
 Usage:
     python bench_decode.py make DIR --preset 150m     # random checkpoint in HF layout
+    python bench_decode.py wrap XPROMPT_DIR OUT       # HF view of a checkpoint xprompt wrote
+                                                      # (`xprompt bench random-checkpoint`)
     python bench_decode.py time DIR --prompt-len 128 --gen 32 [--attn eager|sdpa]
                                     [--device cuda --dtype bfloat16]   # on a GPU machine
 Prints one JSON line. Use tools/reference/bench_decode.sh to run it beside xprompt.
@@ -35,6 +37,27 @@ def make(args):
     model = ChameleonForConditionalGeneration(cfg).eval()
     model.save_pretrained(args.dir, safe_serialization=True)
     print(json.dumps({"made": args.dir, "params": sum(p.numel() for p in model.parameters())}))
+
+
+def wrap(args):
+    """An HF model directory over the weights of an xprompt checkpoint: the decoder's config
+    keys carried over, a tiny VQ config (never used here), the safetensors files symlinked."""
+    import os
+    with open(os.path.join(args.src, "config.json")) as f:
+        src = json.load(f)
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "rope_theta",
+            "max_position_embeddings", "swin_norm")
+    cfg = ChameleonConfig(**{k: src[k] for k in keys if k in src}, vq_config=TINY_VQ,
+                          vocabulary_map={"<image>": 3})
+    os.makedirs(args.out, exist_ok=True)
+    cfg.save_pretrained(args.out)
+    for name in os.listdir(args.src):
+        if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
+            link = os.path.join(args.out, name)
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(os.path.join(args.src, name)), link)
+    print(json.dumps({"wrapped": args.src, "out": args.out}))
 
 
 @torch.no_grad()
@@ -80,6 +103,9 @@ if __name__ == "__main__":
     m = sub.add_parser("make")
     m.add_argument("dir")
     m.add_argument("--preset", default="150m", choices=sorted(PRESETS))
+    w = sub.add_parser("wrap")
+    w.add_argument("src")
+    w.add_argument("out")
     t = sub.add_parser("time")
     t.add_argument("dir")
     t.add_argument("--prompt-len", type=int, default=128)
@@ -88,4 +114,4 @@ if __name__ == "__main__":
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
-    make(a) if a.cmd == "make" else time_it(a)
+    {"make": make, "wrap": wrap, "time": time_it}[a.cmd](a)

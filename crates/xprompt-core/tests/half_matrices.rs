@@ -148,7 +148,7 @@ fn the_tiled_half_product_equals_the_widened_product() {
 
 #[test]
 fn a_long_bf16_prefill_agrees_with_decoding_token_by_token() {
-    // Past 64 rows a bf16 product may round its input to bf16 (AVX512-BF16 dot products, as
+    // Past 64 rows a bf16 product may round its input to bf16 (AMX tiles or AVX512-BF16, as
     // PyTorch's bf16 inference does); decoding one row at a time keeps the input exact. Same
     // weights, so the two differ only by that rounding: it must stay within bf16 precision.
     let case = "gqa_swin";

@@ -30,6 +30,8 @@ pub enum BenchCommand {
     RandomCheckpoint(super::bench_checkpoint::RandomCheckpointArgs),
     /// The HTTP server under concurrent clients: one request at a time vs batched decoding.
     Serve(super::bench_serve::ServeBenchArgs),
+    /// One linear layer's product at a given shape and weight dtype (GF/s).
+    Linear(super::bench_linear::LinearBenchArgs),
 }
 
 #[derive(Args)]
@@ -123,6 +125,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::TrainVq(a) => train_vq(a),
         BenchCommand::Serve(a) => super::bench_serve::run(a),
         BenchCommand::RandomCheckpoint(a) => super::bench_checkpoint::run(a),
+        BenchCommand::Linear(a) => super::bench_linear::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod bench_checkpoint;
+pub mod bench_linear;
 pub mod bench_serve;
 pub mod data;
 pub mod db;

@@ -67,6 +67,16 @@ pub(crate) fn x_times_wt(
     if rows == 0 || out_dim == 0 {
         return true;
     }
+    if in_dim == 0 {
+        y[..rows * out_dim].fill(0.0);
+        return true;
+    }
+    // Intel AMX tiles multiply bf16 ~8× faster than vdpbf16ps where the input is rounded.
+    if precision == Precision::Rounded
+        && super::amx_bf16::x_times_wt(y, x, w, (rows, in_dim, out_dim))
+    {
+        return true;
+    }
     // The input as bf16 bits, each row padded with zeros to a whole number of lanes.
     let padded = in_dim.div_ceil(LANES) * LANES;
     let split = precision == Precision::Split;
@@ -276,8 +286,9 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX512-BF16");
             return;
         }
-        // Row counts and widths that are no multiple of the 4×4 blocks, 32 lanes or 64 rows.
-        for (rows, k, n) in [(1, 5, 3), (3, 33, 7), (6, 64, 130), (9, 100, 65)] {
+        // Row counts and widths that are no multiple of the 4×4 blocks, 32 lanes or 64 rows;
+        // an empty `in`.
+        for (rows, k, n) in [(1, 5, 3), (3, 33, 7), (6, 64, 130), (9, 100, 65), (4, 0, 3)] {
             let x = values(rows * k, 1 + rows as u64);
             let w: Vec<bf16> = values(n * k, 7 + n as u64)
                 .into_iter()
