@@ -565,3 +565,64 @@ fn a_task_compiled_by_another_model_with_the_same_embeddings_is_refused() {
     );
     assert_refused(&o, &["different model"]);
 }
+
+/// Every command that computes takes `--device`; in a build without CUDA, asking for CUDA is
+/// refused before anything is read or written, with how to build it.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn cuda_asked_of_a_cpu_build_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = repo().join("models/default");
+    let model = model.to_str().unwrap();
+    let out_s = out.to_str().unwrap();
+    let suite = tmp.path().join("suite");
+    let suite = suite.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "generate", "--model", model, "--prompt", "a cat", "--out", out_s, "--device", "cuda",
+        ],
+        vec![
+            "eval", "--model", model, "--suite", suite, "--out", out_s, "--device", "cuda",
+        ],
+        vec![
+            "eval-icl", "--model", model, "--suite", suite, "--out", out_s, "--device", "cuda",
+        ],
+        vec![
+            "train",
+            "--config",
+            "missing.toml",
+            "--out",
+            out_s,
+            "--device",
+            "cuda:1",
+        ],
+        vec![
+            "train-vq",
+            "--config",
+            "missing.toml",
+            "--images",
+            suite,
+            "--out",
+            out_s,
+            "--device",
+            "cuda",
+        ],
+        vec!["bench", "train", "--device", "cuda"],
+        vec![
+            "bench",
+            "train-vq",
+            "--config",
+            "missing.toml",
+            "--device",
+            "cuda",
+        ],
+        vec!["bench", "decode", "--preset", "tiny", "--device", "cuda"],
+        vec!["serve", "--model", model, "--device", "cuda"],
+    ];
+    for args in cases {
+        let o = xprompt_in(tmp.path(), &args);
+        assert_refused(&o, &["built without CUDA", "--features cuda"]);
+        assert!(!out.exists(), "{args:?} created {out_s}");
+    }
+}

@@ -42,6 +42,9 @@ pub struct TrainVqBenchArgs {
     /// Timed optimiser steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// `cpu`, or `cuda` / `cuda:N` (a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    device: xprompt_core::device::DeviceChoice,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -68,6 +71,9 @@ pub struct TrainBenchArgs {
     /// Storage dtype of the frozen weight matrices (`f32`, `bf16`, `f16`); with `--lora-rank`.
     #[arg(long, default_value = "f32", requires = "lora_rank")]
     pub frozen_dtype: String,
+    /// `cpu`, or `cuda` / `cuda:N` (a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
     #[arg(long)]
     pub json: bool,
 }
@@ -133,8 +139,9 @@ fn train_vq(a: TrainVqBenchArgs) -> Result<()> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    let device = a.device.open()?;
     let cfg = xprompt_vqgan::train::TrainConfig::from_file(&a.config)?;
-    let t = xprompt_vqgan::train::bench::time_steps(&cfg, a.steps, &Device::Cpu)?;
+    let t = xprompt_vqgan::train::bench::time_steps(&cfg, a.steps, &device)?;
     let threads = candle_core::utils::get_num_threads();
     if a.json {
         let mut v = serde_json::to_value(&t)?;
@@ -557,18 +564,19 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         mode: PromptMode::XPrompt,
         ..Default::default()
     };
-    let mut t = Trainer::new(
+    let device = a.device.open()?;
+    let mut t = Trainer::new_on(
         &cfg,
         PromptContext {
             vocab,
             tokenizer: None,
         },
-        items,
-        vec![],
+        (items, vec![]),
         sample,
         settings,
         AdamWConfig::default(),
         &plan,
+        &device,
     )?;
     t.train_step()?; // warm-up
     let (mut tokens, mut targets, mut rows, mut positions, mut secs) = (0, 0, 0, 0, 0f64);

@@ -230,6 +230,8 @@ impl Reconstructor for ModelRunner {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    // First, so that a device that cannot be used fails before the suite is read.
+    a.device.open()?;
     if !(a.temperature.is_finite() && a.temperature >= 0.0) {
         bail!(
             "--temperature must be a finite number >= 0 (0 = greedy), got {}",

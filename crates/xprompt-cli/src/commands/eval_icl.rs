@@ -91,6 +91,8 @@ fn types(spec: &str) -> Result<Vec<IclType>> {
 }
 
 pub fn run(a: EvalIclArgs) -> Result<()> {
+    // First, so that a device that cannot be used fails before the suite is read.
+    a.device.open()?;
     let masks = match a.mask.as_str() {
         "xprompt" => vec![MaskMode::XPrompt],
         "causal" => vec![MaskMode::Causal],

@@ -26,6 +26,10 @@ pub struct TrainVqArgs {
     /// Refuse training images with more pixels than this.
     #[arg(long, default_value_t = xprompt_vqgan::image_io::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Where the tokenizer trains: `cpu`, or `cuda` / `cuda:N` in a build with
+    /// `--features cuda` (candle's ops there; the fused conv/GroupNorm kernels are CPU code).
+    #[arg(long, default_value = "cpu")]
+    pub device: xprompt_core::device::DeviceChoice,
 }
 
 fn hms(s: f64) -> String {
@@ -58,6 +62,8 @@ fn show(p: &Progress) {
 }
 
 pub fn run(a: TrainVqArgs) -> Result<()> {
+    // First, so that a device that cannot be used fails before the images are read.
+    let device = a.device.open()?;
     let cfg = TrainConfig::from_file(&a.config)?;
     if let Some(m) = a.minutes {
         if !m.is_finite() || m <= 0.0 {
@@ -77,6 +83,7 @@ pub fn run(a: TrainVqArgs) -> Result<()> {
         resume: a.resume,
         time_limit_s: a.minutes.map(|m| m * 60.0),
         max_pixels: a.max_pixels,
+        device,
         ..Default::default()
     };
     let latest = a.out.join("train").join("latest");
