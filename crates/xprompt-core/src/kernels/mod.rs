@@ -25,6 +25,7 @@ pub mod norm;
 pub mod prefill;
 pub mod qk_prep;
 pub mod rope;
+pub mod stream_dot;
 pub mod swiglu;
 
 use candle_core::{DType, Tensor, WithDType};

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::lora::LoraAdapter;
 use crate::kernels::bf16_dot::{self, Precision};
+use crate::kernels::stream_dot;
 use crate::ops::OpsMode;
 
 /// Largest row count routed to the few-row kernel.
@@ -160,6 +161,25 @@ impl Linear {
         if let Some(lora) = &self.lora {
             return self.plain_forward(x)? + lora.delta(x)?;
         }
+        let streaming = self.mode == OpsMode::Fused
+            && x.dtype() == DType::F32
+            && matches!(x.device(), Device::Cpu)
+            && w.is_contiguous()
+            && match w.dtype() {
+                DType::F32 => rows <= MAX_FEW_ROWS,
+                DType::F16 => rows <= MAX_HALF_STREAM_ROWS,
+                _ => false,
+            };
+        if streaming {
+            // Decode: every weight read once, many independent multiply-add chains
+            // (AVX-512; `None` where the CPU lacks it and the paths below take over).
+            if let Some(y) = stream_product(x, w)? {
+                return match self.inner.bias() {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        }
         let half = matches!(w.dtype(), DType::BF16 | DType::F16);
         let half_inference = self.mode == OpsMode::Fused
             && half
@@ -302,6 +322,43 @@ fn bf16_product(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Option<T
             .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
         let wb = &cpu.as_slice::<half::bf16>()?[start..end];
         bf16_dot::x_times_wt(&mut y, &xs, wb, (rows, in_dim, out_dim), precision);
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = out_dim;
+    Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+}
+
+/// `x · Wᵀ` through `kernels::stream_dot` for a contiguous f32 or f16 `w`; `None` when this
+/// CPU lacks AVX-512.
+fn stream_product(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if !stream_dot::available() {
+        return Ok(None);
+    }
+    let (out_dim, in_dim) = w.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; rows * out_dim];
+    {
+        let (storage, layout) = w.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("stream_product needs a CPU weight")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
+        let shape = (rows, in_dim, out_dim);
+        match w.dtype() {
+            DType::F32 => {
+                stream_dot::x_times_wt(&mut y, &xs, &cpu.as_slice::<f32>()?[start..end], shape)
+            }
+            DType::F16 => stream_dot::x_times_wt(
+                &mut y,
+                &xs,
+                &cpu.as_slice::<half::f16>()?[start..end],
+                shape,
+            ),
+            other => candle_core::bail!("stream_product: weight dtype {other:?}"),
+        };
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = out_dim;

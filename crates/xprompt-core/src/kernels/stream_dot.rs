@@ -1,0 +1,264 @@
+//! `y = x · Wᵀ` for a few input rows against an f32 or f16 weight matrix, on AVX-512F:
+//! the decode-time product, bound by reading the weights once.
+//!
+//! A general gemm packs the weights before multiplying, which for one or two input rows costs
+//! more than the product; a plain dot product per weight row is bound by the latency of its
+//! one chain of multiply-adds. Here each block keeps `MR × NR` independent chains (2 input rows
+//! × 8 weight rows when streaming, 4 × 4 for more rows), reads every weight once as stored —
+//! f16 widened in registers (`vcvtph2ps`) — and prefetches the weight rows a few steps ahead.
+//! Parallel over chunks of weight rows; the tails along `in` are masked loads.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Whether this CPU runs the kernel (AVX-512F/BW/VL, detected at run time).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Weight rows per parallel task.
+const CHUNK_ROWS: usize = 64;
+/// f32 lanes per vector.
+const LANES: usize = 16;
+/// How far ahead (elements) streaming weight rows are prefetched.
+const PREFETCH: usize = 16 * LANES;
+
+/// A weight element the kernel reads: f32 as is, f16 widened in registers.
+pub(crate) trait StreamWeight: Copy + Send + Sync + 'static {
+    /// `LANES` weights from `p` (masked-off lanes zero).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW/VL, and the unmasked lanes from `p` are readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load(p: *const Self, mask: u16) -> std::arch::x86_64::__m512;
+}
+
+impl StreamWeight for f32 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(p: *const f32, mask: u16) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_maskz_loadu_ps(mask, p)
+    }
+}
+
+impl StreamWeight for f16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(p: *const f16, mask: u16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p.cast::<i16>()))
+    }
+}
+
+/// `y (rows × out, row-major) = x (rows × in) · Wᵀ`, `W` `(out × in)` row-major f32 or f16.
+/// Returns `false` (and leaves `y` alone) when the CPU lacks the instructions.
+pub(crate) fn x_times_wt<W: StreamWeight>(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[W],
+    (rows, in_dim, out_dim): (usize, usize, usize),
+) -> bool {
+    if !available() {
+        return false;
+    }
+    assert!(
+        x.len() >= rows * in_dim && w.len() >= out_dim * in_dim && y.len() >= rows * out_dim,
+        "stream x_times_wt: buffers shorter than their shapes"
+    );
+    if rows == 0 || out_dim == 0 {
+        return true;
+    }
+    let out = OutPtr(y.as_mut_ptr());
+    (0..out_dim.div_ceil(CHUNK_ROWS))
+        .into_par_iter()
+        .for_each(|c| {
+            let n0 = c * CHUNK_ROWS;
+            let n = CHUNK_ROWS.min(out_dim - n0);
+            // SAFETY: `available()` checked the target features; `chunk` reads `x`'s `rows`
+            // rows and weight rows n0..n0+n (inside the slices, asserted above) and writes
+            // only columns n0..n0+n of `y`'s `rows × out_dim`: tasks write disjoint elements.
+            unsafe {
+                chunk(
+                    x,
+                    &w[n0 * in_dim..(n0 + n) * in_dim],
+                    (rows, in_dim, n),
+                    &out,
+                    n0,
+                    out_dim,
+                )
+            };
+        });
+    true
+}
+
+/// `y`'s first element, shared by the tasks that write its disjoint column ranges.
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a different set of elements (its own columns).
+unsafe impl Sync for OutPtr {}
+
+/// `y[i][n0 + j] = x_i · w_j` for the `n` weight rows in `w` (`n × in`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn chunk<W: StreamWeight>(
+    x: &[f32],
+    w: &[W],
+    (rows, in_dim, n): (usize, usize, usize),
+    y: &OutPtr,
+    n0: usize,
+    out_dim: usize,
+) {
+    let (bm, bn) = if rows <= 2 { (2, 8) } else { (4, 4) };
+    for j0 in (0..n).step_by(bn) {
+        let nr = (n - j0).min(bn);
+        for i0 in (0..rows).step_by(bm) {
+            let mr = (rows - i0).min(bm);
+            let mut acc = [[0f32; 8]; 4];
+            let xs = x.as_ptr().add(i0 * in_dim);
+            let ws = w.as_ptr().add(j0 * in_dim);
+            macro_rules! dispatch {
+                ($($m:literal $n:literal),*) => {
+                    match (mr, nr) {
+                        $(($m, $n) => block::<W, $m, $n>(xs, ws, in_dim, &mut acc),)*
+                        _ => unreachable!("blocks are 1..=4 × 1..=4 or 1..=2 × 1..=8"),
+                    }
+                };
+            }
+            dispatch!(1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7, 1 8, 2 1, 2 2, 2 3, 2 4, 2 5, 2 6,
+                2 7, 2 8, 3 1, 3 2, 3 3, 3 4, 4 1, 4 2, 4 3, 4 4);
+            for (di, acc_row) in acc.iter().enumerate().take(mr) {
+                let row = y.0.add((i0 + di) * out_dim + n0 + j0);
+                for (dj, &v) in acc_row.iter().enumerate().take(nr) {
+                    *row.add(dj) = v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn chunk<W: StreamWeight>(
+    _: &[f32],
+    _: &[W],
+    _: (usize, usize, usize),
+    _: &OutPtr,
+    _: usize,
+    _: usize,
+) {
+    unreachable!("available() is false off x86_64")
+}
+
+/// One `MR × NR` block of dot products over the whole of `in`: `MR` input rows from `x`,
+/// `NR` weight rows from `w`, both `k` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn block<W: StreamWeight, const MR: usize, const NR: usize>(
+    x: *const f32,
+    w: *const W,
+    k: usize,
+    out: &mut [[f32; 8]; 4],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let mut kk = 0;
+    while kk < k {
+        let left = k - kk;
+        let mask: u16 = if left >= LANES {
+            u16::MAX
+        } else {
+            (1u16 << left) - 1
+        };
+        if MR <= 2 {
+            // Streaming the weights: ask for them a few steps ahead.
+            for j in 0..NR {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(j * k + kk + PREFETCH).cast());
+            }
+        }
+        let mut wv = [_mm512_setzero_ps(); NR];
+        for (j, v) in wv.iter_mut().enumerate() {
+            *v = W::load(w.add(j * k + kk), mask);
+        }
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            let xv = _mm512_maskz_loadu_ps(mask, x.add(i * k + kk));
+            for (a, wj) in acc_row.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(xv, *wj, *a);
+            }
+        }
+        kk += LANES;
+    }
+    for i in 0..MR {
+        for j in 0..NR {
+            out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn check<W: StreamWeight>(widen: impl Fn(f32) -> W, back: impl Fn(W) -> f64) {
+        // Row counts and widths that leave partial blocks, lanes and chunks; an empty `in`.
+        for (rows, k, n) in [
+            (1, 5, 3),
+            (2, 16, 9),
+            (3, 33, 70),
+            (8, 100, 130),
+            (1, 1024, 65),
+            (4, 0, 3),
+        ] {
+            let x = values(rows * k, 1 + rows as u64);
+            let w: Vec<W> = values(n * k, 7 + n as u64)
+                .into_iter()
+                .map(&widen)
+                .collect();
+            let mut y = vec![f32::NAN; rows * n];
+            assert!(x_times_wt(&mut y, &x, &w, (rows, k, n)));
+            for i in 0..rows {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|t| x[i * k + t] as f64 * back(w[j * k + t]))
+                        .sum();
+                    let got = y[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + k as f64),
+                        "{rows}x{k}x{n} [{i}][{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_and_f16_weights_match_the_exact_product_on_every_edge() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        check(|v| v, |v| v as f64);
+        check(f16::from_f32, |v| v.to_f64());
+    }
+}
