@@ -16,6 +16,8 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use super::OutPtr;
+
 /// bf16 elements of `in` per tile row (64 bytes).
 const K_TILE: usize = 32;
 /// Rows of a tile.
@@ -116,11 +118,6 @@ pub(crate) fn x_times_wt(
         });
     true
 }
-
-/// `y`'s first element, shared by the tasks that write its disjoint column ranges.
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a different set of elements (its own columns).
-unsafe impl Sync for OutPtr {}
 
 /// The input rounded to bf16 in B-tile layout: for each group of 16 rows and each 32-wide
 /// slice of `in`, one 16 × 16 tile of pairs — `[pair r][row c][2]` — rows past `rows` zero.
@@ -292,18 +289,7 @@ unsafe fn store_tile(t: usize, scratch: &mut Scratch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     #[test]
     fn matches_the_product_of_the_rounded_input_on_every_edge() {

@@ -16,6 +16,8 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use super::OutPtr;
+
 /// How the f32 input is represented for the bf16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -132,11 +134,6 @@ pub(crate) fn x_times_wt(
     });
     true
 }
-
-/// `y`'s first element, shared by the tasks that write its disjoint column ranges.
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a different set of elements (its own columns); see `x_times_wt`.
-unsafe impl Sync for OutPtr {}
 
 /// The input rows in bf16 bits.
 struct Input<'a> {
@@ -255,6 +252,7 @@ unsafe fn block<const MR: usize, const NR: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_values as values;
 
     fn reference(x: &[f32], w: &[bf16], rows: usize, k: usize, n: usize) -> Vec<f64> {
         let mut y = vec![0f64; rows * n];
@@ -266,18 +264,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

@@ -30,6 +30,26 @@ pub mod swiglu;
 
 use candle_core::{DType, Tensor, WithDType};
 
+/// An output buffer's first element, shared by parallel tasks that each write a disjoint set
+/// of its elements (the inference product kernels split `y` by columns or rows).
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: users guarantee that no two tasks write the same element (see each kernel).
+unsafe impl Sync for OutPtr {}
+
+/// Deterministic values in [-1, 1) for the kernels' unit tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// The element types the kernels are written for.
 pub trait Real:
     num_traits::Float + num_traits::NumAssign + WithDType + Send + Sync + 'static

@@ -11,6 +11,8 @@
 use half::f16;
 use rayon::prelude::*;
 
+use super::OutPtr;
+
 /// Whether this CPU runs the kernel (AVX-512F/BW/VL, detected at run time).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -102,11 +104,6 @@ pub(crate) fn x_times_wt<W: StreamWeight>(
         });
     true
 }
-
-/// `y`'s first element, shared by the tasks that write its disjoint column ranges.
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a different set of elements (its own columns).
-unsafe impl Sync for OutPtr {}
 
 /// `y[i][n0 + j] = x_i · w_j` for the `n` weight rows in `w` (`n × in`).
 #[cfg(target_arch = "x86_64")]
@@ -207,18 +204,7 @@ unsafe fn block<W: StreamWeight, const MR: usize, const NR: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     fn check<W: StreamWeight>(widen: impl Fn(f32) -> W, back: impl Fn(W) -> f64) {
         // Row counts and widths that leave partial blocks, lanes and chunks; an empty `in`.
