@@ -378,11 +378,7 @@ fn softmax_row<T: Real>(row: &mut [T], bias: Option<&[T]>) -> f64 {
         row.fill(T::zero());
         return f64::NEG_INFINITY;
     }
-    let mut sum = T::zero();
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
+    let sum = T::exp_shifted_sum(row, max);
     let inv = T::one() / sum;
     for s in row.iter_mut() {
         *s *= inv;
@@ -397,18 +393,12 @@ fn probabilities_row<T: Real>(row: &mut [T], bias: Option<&[T]>, lse: f64) {
         return;
     }
     let lse = T::from(lse).unwrap_or_else(T::zero);
-    match bias {
-        Some(bias) => {
-            for (s, &b) in row.iter_mut().zip(bias) {
-                *s = (*s + b - lse).exp();
-            }
-        }
-        None => {
-            for s in row.iter_mut() {
-                *s = (*s - lse).exp();
-            }
+    if let Some(bias) = bias {
+        for (s, &b) in row.iter_mut().zip(bias) {
+            *s += b;
         }
     }
+    T::exp_shifted_sum(row, lse);
 }
 
 /// Runs `f` on the mask's elements (or `None`).

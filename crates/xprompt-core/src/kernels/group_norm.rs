@@ -75,10 +75,6 @@ fn narrow<T: Real>(v: f64) -> T {
     T::from(v).unwrap_or_else(T::nan)
 }
 
-fn sigmoid<T: Real>(v: T) -> T {
-    T::one() / (T::one() + (-v).exp())
-}
-
 /// Lanes of the partial sums below: independent accumulators the compiler can keep in one
 /// vector register, so a channel's sum runs at SIMD speed instead of one add per cycle.
 const LANES: usize = 8;
@@ -137,8 +133,10 @@ impl GroupNorm {
                 {
                     let (ga, be) = (gamma[c0 + j], beta[c0 + j]);
                     for (y, &x) in y.iter_mut().zip(x) {
-                        let v = (x - mean) * r * ga + be;
-                        *y = if self.swish { v * sigmoid(v) } else { v };
+                        *y = (x - mean) * r * ga + be;
+                    }
+                    if self.swish {
+                        T::swish_in_place(y);
                     }
                 }
             });
@@ -167,6 +165,8 @@ impl GroupNorm {
                 let (mean, r) = stats(x, per_channel, self.eps);
                 let c0 = (bg % d.groups) * cg;
                 let (mut dgamma, mut dbeta) = (vec![T::zero(); cg], vec![T::zero(); cg]);
+                // σ of one channel's pre-activations (swish only).
+                let mut sig = vec![T::zero(); if self.swish { per_channel } else { 0 }];
                 // Pass 1, per channel: ĝ (the gradient at the affine output) into dx, then
                 // dβ = Σĝ and dγ = Σĝ·x̂ = r·(Σĝ·x − mean·Σĝ).
                 let (mut sum_gg, mut sum_ggx) = (0.0f64, 0.0f64);
@@ -174,14 +174,18 @@ impl GroupNorm {
                     let (ga, be) = (gamma[c0 + j], beta[c0 + j]);
                     let span = j * per_channel..(j + 1) * per_channel;
                     let (dx, x, g) = (&mut dx[span.clone()], &x[span.clone()], &g[span]);
-                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                        *dx = if self.swish {
-                            let v = (x - mean) * r * ga + be;
-                            let s = sigmoid(v);
-                            g * s * (T::one() + v * (T::one() - s))
-                        } else {
-                            g
-                        };
+                    if self.swish {
+                        for (s, &x) in sig.iter_mut().zip(x) {
+                            *s = (x - mean) * r * ga + be;
+                        }
+                        dx.copy_from_slice(&sig);
+                        T::sigmoid_in_place(&mut sig);
+                        // dx holds v here: d swish/dv = σ(v)·(1 + v·(1 − σ(v))).
+                        for ((dx, &s), &g) in dx.iter_mut().zip(&sig).zip(g) {
+                            *dx = g * s * (T::one() + *dx * (T::one() - s));
+                        }
+                    } else {
+                        dx.copy_from_slice(g);
                     }
                     let dbe = lane_sum(dx, dx, |v, _| v);
                     let dga = r * (lane_sum(dx, x, |a, b| a * b) - mean * dbe);

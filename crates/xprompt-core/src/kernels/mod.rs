@@ -27,6 +27,7 @@ pub mod qk_prep;
 pub mod rope;
 pub mod stream_dot;
 pub mod swiglu;
+pub mod vexp;
 
 use candle_core::{DType, Tensor, WithDType};
 
@@ -54,8 +55,30 @@ pub(crate) fn test_values(len: usize, seed: u64) -> Vec<f32> {
 pub trait Real:
     num_traits::Float + num_traits::NumAssign + WithDType + Send + Sync + 'static
 {
+    /// `xs ← exp(xs − shift)`, returning their sum (vectorised for f32: [`vexp`]).
+    fn exp_shifted_sum(xs: &mut [Self], shift: Self) -> Self {
+        vexp::scalar::exp_shifted_sum(xs, shift)
+    }
+    /// `xs ← σ(xs)`.
+    fn sigmoid_in_place(xs: &mut [Self]) {
+        vexp::scalar::sigmoid_in_place(xs)
+    }
+    /// `xs ← xs·σ(xs)`.
+    fn swish_in_place(xs: &mut [Self]) {
+        vexp::scalar::swish_in_place(xs)
+    }
 }
-impl Real for f32 {}
+impl Real for f32 {
+    fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
+        vexp::exp_shifted_sum(xs, shift)
+    }
+    fn sigmoid_in_place(xs: &mut [f32]) {
+        vexp::sigmoid_in_place(xs)
+    }
+    fn swish_in_place(xs: &mut [f32]) {
+        vexp::swish_in_place(xs)
+    }
+}
 impl Real for f64 {}
 
 /// True when `t` lives on the CPU in a dtype the kernels handle.

@@ -27,17 +27,15 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 struct SwiGlu;
 
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
-}
-
 fn forward<T: Real>(a: &[T], u: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); a.len()];
     y.par_chunks_mut(BLOCK)
         .zip(a.par_chunks(BLOCK).zip(u.par_chunks(BLOCK)))
         .for_each(|(y, (a, u))| {
-            for ((y, &a), &u) in y.iter_mut().zip(a).zip(u) {
-                *y = a * sigmoid(a) * u;
+            y.copy_from_slice(a);
+            T::swish_in_place(y);
+            for (y, &u) in y.iter_mut().zip(u) {
+                *y *= u;
             }
         });
     y
@@ -55,8 +53,11 @@ fn backward<T: Real>(a: &[T], u: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
                 .zip(g.par_chunks(BLOCK)),
         )
         .for_each(|((da, du), ((a, u), g))| {
+            // σ(a) computed into `da` first, then overwritten element by element.
+            da.copy_from_slice(a);
+            T::sigmoid_in_place(da);
             for i in 0..a.len() {
-                let s = sigmoid(a[i]);
+                let s = da[i];
                 da[i] = g[i] * u[i] * s * (T::one() + a[i] * (T::one() - s));
                 du[i] = g[i] * a[i] * s;
             }
