@@ -15,9 +15,6 @@
 use super::access::{matmul_with, Mat};
 use super::Real;
 
-/// Zeros past a padded buffer's last channel (the direct kernel reads whole 16-lane vectors).
-const SLACK: usize = 16;
-
 /// One stride-1 problem: input `(C_in, H, W)`, kernel `k×k`, padding per side.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Shifted {
@@ -41,8 +38,7 @@ struct Correlation {
 }
 
 /// A zero-padded copy of a `(C, H, W)` image with rows `wp` wide and per-channel stride
-/// `cs`, which includes `k − 1` trailing zeros so the last tap's view stays in bounds, and
-/// `SLACK` zeros after the last channel for the direct kernel's vector loads.
+/// `cs`, which includes `k − 1` trailing zeros so the last tap's view stays in bounds.
 struct Padded<T> {
     data: Vec<T>,
     wp: usize,
@@ -60,7 +56,7 @@ impl<T: Real> Padded<T> {
         let (pt, pl, pb, pr) = pad;
         let wp = w + pl + pr;
         let cs = (h + pt + pb) * wp + k - 1;
-        let mut data = vec![T::zero(); c * cs + SLACK];
+        let mut data = vec![T::zero(); c * cs];
         for ch in 0..c {
             for y in 0..h {
                 let src = &x[(ch * h + y) * w..][..w];
@@ -135,26 +131,6 @@ impl Shifted {
             h_out,
             w_out,
         } = shape;
-        // The direct kernel wins on wide rows (8 images of 32 channels at 64×64: 232–245 vs
-        // 178 GF/s on 2 threads, 64 at 32×32: 247–261 vs 236–241) and loses on narrow ones
-        // (128 at 16×16: 221 vs 251–262), where each of its 16-lane slots is a whole row.
-        #[cfg(target_arch = "x86_64")]
-        if w_out >= 32 && super::conv2d_direct::available() {
-            if let (Some(data), Some(taps), Some(out)) =
-                (T::as_f32(&input.data), T::as_f32(taps), T::as_f32_mut(out))
-            {
-                let padded = super::conv2d_direct::PaddedInput {
-                    data,
-                    channels: c,
-                    wp: input.wp,
-                    cs: input.cs,
-                };
-                let parallel = !matches!(par, gemm::Parallelism::None);
-                let size = (h_out, w_out);
-                super::conv2d_direct::correlate(&padded, taps, self.k, rows, size, out, parallel);
-                return;
-            }
-        }
         let n = h_out * input.wp;
         grid.clear();
         grid.resize(rows * n, T::zero());

@@ -17,8 +17,6 @@ pub mod amx_bf16;
 pub mod attention;
 pub mod bf16_dot;
 pub mod conv2d;
-#[cfg(target_arch = "x86_64")]
-mod conv2d_direct;
 mod conv2d_shifted;
 pub mod cross_entropy;
 pub mod group_norm;
@@ -69,13 +67,6 @@ pub trait Real:
     fn swish_in_place(xs: &mut [Self]) {
         vexp::scalar::swish_in_place(xs)
     }
-    /// The slice as f32, for kernels with an f32-only fast path.
-    fn as_f32(_xs: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_xs: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
 }
 impl Real for f32 {
     fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
@@ -86,12 +77,6 @@ impl Real for f32 {
     }
     fn swish_in_place(xs: &mut [f32]) {
         vexp::swish_in_place(xs)
-    }
-    fn as_f32(xs: &[f32]) -> Option<&[f32]> {
-        Some(xs)
-    }
-    fn as_f32_mut(xs: &mut [f32]) -> Option<&mut [f32]> {
-        Some(xs)
     }
 }
 impl Real for f64 {}
