@@ -112,6 +112,19 @@ fn quiet_candle_workers() {
     }
 }
 
+/// The tokenizer's training step is convolutions and GroupNorm in rayon plus a few candle
+/// elementwise ops (gradient sums, residual adds) on candle's own worker pool, whose spinning
+/// worker takes a core from rayon's. With that pool down to the calling thread a `train-vq`
+/// step took 0.580–0.598 s instead of 0.629–0.655 (`configs/vqgan-f4.toml`, 2 threads,
+/// docs/PERFORMANCE.md). Only when the user has not set `CANDLE_NUM_THREADS`.
+fn single_threaded_candle_ops() {
+    const KEY: &str = "CANDLE_NUM_THREADS";
+    if std::env::var_os(KEY).is_none() {
+        // Called from main before any thread exists (candle's pool starts lazily).
+        std::env::set_var(KEY, "1");
+    }
+}
+
 /// `println!` panics when stdout cannot be written (a full disk, `> /dev/full`): turn that
 /// one panic into an ordinary error exit naming the cause; every other panic is left as is.
 fn stdout_errors_are_errors() {
@@ -167,6 +180,12 @@ fn main() {
         Command::Train(_) | Command::Bench(commands::bench::BenchCommand::Train(_))
     ) {
         quiet_candle_workers();
+    }
+    if matches!(
+        cli.command,
+        Command::TrainVq(_) | Command::Bench(commands::bench::BenchCommand::TrainVq(_))
+    ) {
+        single_threaded_candle_ops();
     }
     if matches!(
         cli.command,

@@ -489,6 +489,17 @@ fn conv2d_kernel_matches_candle_conv_for_every_vqgan_shape() {
             6,
             7,
         ),
+        // Rows of 37 (two whole 16-lane vectors and part of a third), 9 output channels.
+        (
+            "3x3 same, wide rows",
+            2,
+            6,
+            9,
+            3,
+            ConvGeometry::symmetric(1, 1),
+            5,
+            37,
+        ),
         ("1x1", 3, 6, 4, 1, ConvGeometry::symmetric(0, 1), 5, 5),
         ("downsample", 3, 4, 4, 3, downsample, 8, 6),
         ("2x2 upsampling phase", 3, 4, 5, 2, phase, 5, 6),
