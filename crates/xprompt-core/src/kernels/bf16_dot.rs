@@ -9,14 +9,16 @@
 //! the sum of two bf16 numbers (`hi + lo`, 16 significant bits, two instructions per pair), so
 //! that the product loses nothing measurable against the widened f32 one.
 //!
-//! Register blocking: 4 input rows × 4 weight rows = 16 accumulators, each weight block reused
-//! against every input row while it is in L1/L2; for one or two rows (decoding, bound by
-//! reading the weights) 8 weight rows per block. Parallel over chunks of weight rows.
+//! Register blocking (shared with `stream_dot`, in `dot_blocks`): 4 input rows × 4 weight rows
+//! = 16 accumulators, each weight block reused against every input row while it is in L1/L2;
+//! for one or two rows (decoding, bound by reading the weights) 8 weight rows per block.
+//! Parallel over chunks of weight rows.
 
 use half::bf16;
 use rayon::prelude::*;
 
-use super::OutPtr;
+#[cfg(target_arch = "x86_64")]
+use super::dot_blocks::{self, BlockOut, DotBlocks};
 
 /// How the f32 input is represented for the bf16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +45,6 @@ pub fn available() -> bool {
     }
 }
 
-/// Weight rows per parallel task.
-const CHUNK_ROWS: usize = 64;
 /// Elements of `in` per instruction.
 const LANES: usize = 32;
 /// How far ahead (elements) weight rows are prefetched when streaming.
@@ -105,44 +105,43 @@ pub(crate) fn x_times_wt(
             .enumerate()
             .for_each(|(r, h)| convert(r, h, None));
     }
-    let w_bits: &[u16] = bytemuck_bf16(w);
-    let input = Input {
+    let product = Product {
         hi: &hi,
         lo: split.then_some(&lo[..]),
         stride: padded,
-        rows,
         in_dim,
+        w: bytemuck_bf16(w),
     };
-    let out = OutPtr(y.as_mut_ptr());
-    let chunks = out_dim.div_ceil(CHUNK_ROWS);
-    (0..chunks).into_par_iter().for_each(|c| {
-        let n0 = c * CHUNK_ROWS;
-        let n = CHUNK_ROWS.min(out_dim - n0);
-        // SAFETY: `available()` checked the target features; `chunk` reads rows n0..n0+n of
-        // `w` (inside `w`, asserted above) and writes only columns n0..n0+n of `y`'s
-        // `rows × out_dim` (inside `y`, asserted above): tasks write disjoint elements.
-        unsafe {
-            chunk(
-                &input,
-                &w_bits[n0 * in_dim..(n0 + n) * in_dim],
-                n,
-                &out,
-                n0,
-                out_dim,
-            )
-        };
-    });
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked the target features; the input holds `rows` padded rows
+    // and `w` `out_dim` rows of `in_dim` (asserted above).
+    unsafe {
+        dot_blocks::run(&product, y, rows, out_dim)
+    };
     true
 }
 
-/// The input rows in bf16 bits.
-struct Input<'a> {
+/// The input rows in bf16 bits, and the weights.
+struct Product<'a> {
     hi: &'a [u16],
     lo: Option<&'a [u16]>,
-    /// Elements between rows (`in` rounded up to [`LANES`]).
+    /// Elements between input rows (`in` rounded up to [`LANES`]).
     stride: usize,
-    rows: usize,
     in_dim: usize,
+    /// `(out × in)` bf16 bits.
+    w: &'a [u16],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl DotBlocks for Product<'_> {
+    unsafe fn block<const MR: usize, const NR: usize>(
+        &self,
+        i0: usize,
+        j0: usize,
+        out: &mut BlockOut,
+    ) {
+        block::<MR, NR>(self, i0, j0, out)
+    }
 }
 
 /// bf16 values as their bit patterns.
@@ -151,61 +150,21 @@ fn bytemuck_bf16(w: &[bf16]) -> &[u16] {
     unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u16>(), w.len()) }
 }
 
-/// `y[i][n0 + j] = x_i · w_j` for the `n` weight rows in `w` (`n × in`); `y` has `out_dim`
-/// columns.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn chunk(x: &Input, w: &[u16], n: usize, y: &OutPtr, n0: usize, out_dim: usize) {
-    let rows = x.rows;
-    // One or two input rows (decoding) are bound by reading the weights: eight weight rows
-    // per block keep more streams in flight. More rows: 4 × 4, the most reuse per load.
-    let (bm, bn) = if rows <= 2 { (2, 8) } else { (4, 4) };
-    for j0 in (0..n).step_by(bn) {
-        let nr = (n - j0).min(bn);
-        for i0 in (0..rows).step_by(bm) {
-            let mr = (rows - i0).min(bm);
-            let mut acc = [[0f32; 8]; 4];
-            macro_rules! dispatch {
-                ($($m:literal $n:literal),*) => {
-                    match (mr, nr) {
-                        $(($m, $n) => block::<$m, $n>(x, i0, w, j0, &mut acc),)*
-                        _ => unreachable!("blocks are 1..=4 × 1..=4 or 1..=2 × 1..=8"),
-                    }
-                };
-            }
-            dispatch!(1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7, 1 8, 2 1, 2 2, 2 3, 2 4, 2 5, 2 6,
-                2 7, 2 8, 3 1, 3 2, 3 3, 3 4, 4 1, 4 2, 4 3, 4 4);
-            for (di, acc_row) in acc.iter().enumerate().take(mr) {
-                let row = y.0.add((i0 + di) * out_dim + n0 + j0);
-                for (dj, &v) in acc_row.iter().enumerate().take(nr) {
-                    *row.add(dj) = v;
-                }
-            }
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn chunk(_: &Input, _: &[u16], _: usize, _: &OutPtr, _: usize, _: usize) {
-    unreachable!("available() is false off x86_64")
-}
-
 /// One `MR × NR` block of dot products over the whole of `in`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn block<const MR: usize, const NR: usize>(
-    x: &Input,
+    x: &Product,
     i0: usize,
-    w: &[u16],
     j0: usize,
-    out: &mut [[f32; 8]; 4],
+    out: &mut BlockOut,
 ) {
     use std::arch::x86_64::*;
     let k = x.in_dim;
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
     let xh = x.hi.as_ptr().add(i0 * x.stride);
     let xl = x.lo.map(|lo| lo.as_ptr().add(i0 * x.stride));
-    let wp = w.as_ptr().add(j0 * k);
+    let wp = x.w.as_ptr().add(j0 * k);
     let mut kk = 0;
     while kk < k {
         let left = k - kk;

@@ -19,6 +19,7 @@ pub mod bf16_dot;
 pub mod conv2d;
 mod conv2d_shifted;
 pub mod cross_entropy;
+pub(crate) mod dot_blocks;
 pub mod group_norm;
 pub mod linear;
 pub mod norm;

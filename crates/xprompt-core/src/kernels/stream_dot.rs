@@ -6,12 +6,12 @@
 //! one chain of multiply-adds. Here each block keeps `MR × NR` independent chains (2 input rows
 //! × 8 weight rows when streaming, 4 × 4 for more rows), reads every weight once as stored —
 //! f16 widened in registers (`vcvtph2ps`) — and prefetches the weight rows a few steps ahead.
-//! Parallel over chunks of weight rows; the tails along `in` are masked loads.
+//! The blocking and the parallel loop are `dot_blocks`'; the tails along `in` are masked loads.
 
 use half::f16;
-use rayon::prelude::*;
 
-use super::OutPtr;
+#[cfg(target_arch = "x86_64")]
+use super::dot_blocks::{self, BlockOut, DotBlocks};
 
 /// Whether this CPU runs the kernel (AVX-512F/BW/VL, detected at run time).
 pub fn available() -> bool {
@@ -30,8 +30,6 @@ pub fn available() -> bool {
     }
 }
 
-/// Weight rows per parallel task.
-const CHUNK_ROWS: usize = 64;
 /// f32 lanes per vector.
 const LANES: usize = 16;
 /// How far ahead (elements) streaming weight rows are prefetched.
@@ -82,78 +80,40 @@ pub(crate) fn x_times_wt<W: StreamWeight>(
     if rows == 0 || out_dim == 0 {
         return true;
     }
-    let out = OutPtr(y.as_mut_ptr());
-    (0..out_dim.div_ceil(CHUNK_ROWS))
-        .into_par_iter()
-        .for_each(|c| {
-            let n0 = c * CHUNK_ROWS;
-            let n = CHUNK_ROWS.min(out_dim - n0);
-            // SAFETY: `available()` checked the target features; `chunk` reads `x`'s `rows`
-            // rows and weight rows n0..n0+n (inside the slices, asserted above) and writes
-            // only columns n0..n0+n of `y`'s `rows × out_dim`: tasks write disjoint elements.
-            unsafe {
-                chunk(
-                    x,
-                    &w[n0 * in_dim..(n0 + n) * in_dim],
-                    (rows, in_dim, n),
-                    &out,
-                    n0,
-                    out_dim,
-                )
-            };
-        });
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kernel = Stream { x, w, in_dim };
+        // SAFETY: `available()` checked the target features; `x` holds `rows` rows and `w`
+        // `out_dim` rows of `in_dim` (asserted above).
+        unsafe { dot_blocks::run(&kernel, y, rows, out_dim) };
+    }
     true
 }
 
-/// `y[i][n0 + j] = x_i · w_j` for the `n` weight rows in `w` (`n × in`).
+/// The input rows and weight rows of one product.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn chunk<W: StreamWeight>(
-    x: &[f32],
-    w: &[W],
-    (rows, in_dim, n): (usize, usize, usize),
-    y: &OutPtr,
-    n0: usize,
-    out_dim: usize,
-) {
-    let (bm, bn) = if rows <= 2 { (2, 8) } else { (4, 4) };
-    for j0 in (0..n).step_by(bn) {
-        let nr = (n - j0).min(bn);
-        for i0 in (0..rows).step_by(bm) {
-            let mr = (rows - i0).min(bm);
-            let mut acc = [[0f32; 8]; 4];
-            let xs = x.as_ptr().add(i0 * in_dim);
-            let ws = w.as_ptr().add(j0 * in_dim);
-            macro_rules! dispatch {
-                ($($m:literal $n:literal),*) => {
-                    match (mr, nr) {
-                        $(($m, $n) => block::<W, $m, $n>(xs, ws, in_dim, &mut acc),)*
-                        _ => unreachable!("blocks are 1..=4 × 1..=4 or 1..=2 × 1..=8"),
-                    }
-                };
-            }
-            dispatch!(1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7, 1 8, 2 1, 2 2, 2 3, 2 4, 2 5, 2 6,
-                2 7, 2 8, 3 1, 3 2, 3 3, 3 4, 4 1, 4 2, 4 3, 4 4);
-            for (di, acc_row) in acc.iter().enumerate().take(mr) {
-                let row = y.0.add((i0 + di) * out_dim + n0 + j0);
-                for (dj, &v) in acc_row.iter().enumerate().take(nr) {
-                    *row.add(dj) = v;
-                }
-            }
-        }
-    }
+struct Stream<'a, W> {
+    x: &'a [f32],
+    w: &'a [W],
+    in_dim: usize,
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn chunk<W: StreamWeight>(
-    _: &[f32],
-    _: &[W],
-    _: (usize, usize, usize),
-    _: &OutPtr,
-    _: usize,
-    _: usize,
-) {
-    unreachable!("available() is false off x86_64")
+#[cfg(target_arch = "x86_64")]
+impl<W: StreamWeight> DotBlocks for Stream<'_, W> {
+    unsafe fn block<const MR: usize, const NR: usize>(
+        &self,
+        i0: usize,
+        j0: usize,
+        out: &mut BlockOut,
+    ) {
+        let k = self.in_dim;
+        block::<W, MR, NR>(
+            self.x.as_ptr().add(i0 * k),
+            self.w.as_ptr().add(j0 * k),
+            k,
+            out,
+        )
+    }
 }
 
 /// One `MR × NR` block of dot products over the whole of `in`: `MR` input rows from `x`,
@@ -164,7 +124,7 @@ unsafe fn block<W: StreamWeight, const MR: usize, const NR: usize>(
     x: *const f32,
     w: *const W,
     k: usize,
-    out: &mut [[f32; 8]; 4],
+    out: &mut BlockOut,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];

@@ -90,7 +90,10 @@ mod simd {
     #[target_feature(enable = "avx512f")]
     unsafe fn exp(x: __m512) -> __m512 {
         // max/min return their second operand when one is NaN: NaN passes through.
-        let x = _mm512_min_ps(_mm512_set1_ps(89.0), _mm512_max_ps(_mm512_set1_ps(-104.0), x));
+        let x = _mm512_min_ps(
+            _mm512_set1_ps(89.0),
+            _mm512_max_ps(_mm512_set1_ps(-104.0), x),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -99,7 +102,15 @@ mod simd {
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_765_330_187e-6), r);
         // Horner on 1 + r + r²/2! + … + r⁷/7!.
         let mut p = _mm512_set1_ps(1.0 / 5040.0);
-        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
@@ -220,7 +231,10 @@ mod tests {
         // f32 formula does (exp(−x) overflows to ∞ there).
         for ((&x, &s), &w) in xs.iter().zip(&s).zip(&w) {
             let want = 1.0 / (1.0 + (-(x as f64)).exp());
-            assert!((s as f64 - want).abs() <= 2e-7 * want + 1e-36, "σ({x}) = {s}");
+            assert!(
+                (s as f64 - want).abs() <= 2e-7 * want + 1e-36,
+                "σ({x}) = {s}"
+            );
             let want_w = x as f64 * want;
             assert!(
                 (w as f64 - want_w).abs() <= 3e-7 * want_w.abs() + 1e-36,

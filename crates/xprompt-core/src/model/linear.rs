@@ -299,33 +299,56 @@ impl WeightRows<'_> {
     }
 }
 
-/// `y = x · Wᵀ` for `rows` rows of `x` (row-major `(rows, in)`) and `W` `(out, in)`, with `W`
-/// in f32, bf16 or f16 (half weights are read at half the bytes and widened per row: a
-/// half-precision model decodes from half the memory traffic).
+impl<'a> WeightRows<'a> {
+    /// Runs `f` on a contiguous CPU weight matrix as stored (no copy, no widening).
+    fn with<R>(w: &Tensor, f: impl FnOnce(WeightRows<'_>) -> Result<R>) -> Result<R> {
+        let (storage, layout) = w.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("the CPU product kernels need a CPU weight")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
+        f(match w.dtype() {
+            DType::F32 => WeightRows::F32(&cpu.as_slice::<f32>()?[start..end]),
+            DType::BF16 => WeightRows::Bf16(&cpu.as_slice::<half::bf16>()?[start..end]),
+            DType::F16 => WeightRows::F16(&cpu.as_slice::<half::f16>()?[start..end]),
+            other => candle_core::bail!("no CPU product kernel for {other:?} weights"),
+        })
+    }
+}
+
+/// `x · Wᵀ` computed by `kernel(y, x, W, (rows, in, out))` on `x` flattened to rows and `W`
+/// `(out, in)` as stored; the result has `x`'s shape with `out` last.
+fn kernel_product(
+    x: &Tensor,
+    w: &Tensor,
+    kernel: impl FnOnce(&mut [f32], &[f32], WeightRows<'_>, (usize, usize, usize)) -> Result<()>,
+) -> Result<Tensor> {
+    let (out_dim, in_dim) = w.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; rows * out_dim];
+    WeightRows::with(w, |wr| kernel(&mut y, &xs, wr, (rows, in_dim, out_dim)))?;
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = out_dim;
+    Tensor::from_vec(y, dims, x.device())
+}
+
 /// `x · Wᵀ` through `kernels::bf16_dot` for a contiguous bf16 `w`; `None` when this CPU lacks
 /// AVX512-BF16 (the caller widens instead).
 fn bf16_product(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Option<Tensor>> {
     if !bf16_dot::available() {
         return Ok(None);
     }
-    let (out_dim, in_dim) = w.dims2()?;
-    let rows = x.elem_count() / in_dim.max(1);
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let mut y = vec![0f32; rows * out_dim];
-    {
-        let (storage, layout) = w.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("bf16_product needs a CPU weight")
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
-        let wb = &cpu.as_slice::<half::bf16>()?[start..end];
-        bf16_dot::x_times_wt(&mut y, &xs, wb, (rows, in_dim, out_dim), precision);
-    }
-    let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("rank ≥ 1") = out_dim;
-    Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+    let y = kernel_product(x, w, |y, xs, wr, shape| match wr {
+        WeightRows::Bf16(wb) => {
+            bf16_dot::x_times_wt(y, xs, wb, shape, precision);
+            Ok(())
+        }
+        _ => candle_core::bail!("bf16_product: the weight is not bf16"),
+    })?;
+    Ok(Some(y))
 }
 
 /// `x · Wᵀ` through `kernels::stream_dot` for a contiguous f32 or f16 `w`; `None` when this
@@ -334,52 +357,32 @@ fn stream_product(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     if !stream_dot::available() {
         return Ok(None);
     }
-    let (out_dim, in_dim) = w.dims2()?;
-    let rows = x.elem_count() / in_dim.max(1);
-    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let mut y = vec![0f32; rows * out_dim];
-    {
-        let (storage, layout) = w.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("stream_product needs a CPU weight")
+    let y = kernel_product(x, w, |y, xs, wr, shape| {
+        match wr {
+            WeightRows::F32(w) => stream_dot::x_times_wt(y, xs, w, shape),
+            WeightRows::F16(w) => stream_dot::x_times_wt(y, xs, w, shape),
+            WeightRows::Bf16(_) => candle_core::bail!("stream_product: bf16 weights"),
         };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
-        let shape = (rows, in_dim, out_dim);
-        match w.dtype() {
-            DType::F32 => {
-                stream_dot::x_times_wt(&mut y, &xs, &cpu.as_slice::<f32>()?[start..end], shape)
-            }
-            DType::F16 => stream_dot::x_times_wt(
-                &mut y,
-                &xs,
-                &cpu.as_slice::<half::f16>()?[start..end],
-                shape,
-            ),
-            other => candle_core::bail!("stream_product: weight dtype {other:?}"),
-        };
-    }
-    let mut dims = x.dims().to_vec();
-    *dims.last_mut().expect("rank ≥ 1") = out_dim;
-    Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+        Ok(())
+    })?;
+    Ok(Some(y))
 }
 
+/// `y = x · Wᵀ` for `rows` rows of `x` (row-major `(rows, in)`) and `W` `(out, in)`, with `W`
+/// in f32, bf16 or f16 (half weights are read at half the bytes and widened per row: a
+/// half-precision model decodes from half the memory traffic).
 fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
     let (out_dim, in_dim) = w.dims2()?;
-    let (storage, layout) = w.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("few_rows_matmul needs a CPU weight")
-    };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("weight is not contiguous".into()))?;
-    let w = match w.dtype() {
-        DType::F32 => WeightRows::F32(&cpu.as_slice::<f32>()?[start..end]),
-        DType::BF16 => WeightRows::Bf16(&cpu.as_slice::<half::bf16>()?[start..end]),
-        DType::F16 => WeightRows::F16(&cpu.as_slice::<half::f16>()?[start..end]),
-        other => candle_core::bail!("few_rows_matmul: weight dtype {other:?}"),
-    };
+    WeightRows::with(w, |w| Ok(few_rows_product(x, rows, &w, (in_dim, out_dim))))
+}
+
+/// [`few_rows_matmul`] on the weights as stored.
+fn few_rows_product(
+    x: &[f32],
+    rows: usize,
+    w: &WeightRows<'_>,
+    (in_dim, out_dim): (usize, usize),
+) -> Vec<f32> {
     // Output transposed as (out, rows) so each parallel chunk owns whole weight rows.
     let mut yt = vec![0f32; out_dim * rows];
     const CHUNK: usize = 64;
@@ -389,7 +392,7 @@ fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
             let mut buf = Vec::with_capacity(in_dim);
             for (j, yrow) in ychunk.chunks_mut(rows).enumerate() {
                 let n = c * CHUNK + j;
-                if let WeightRows::Bf16(wb) = &w {
+                if let WeightRows::Bf16(wb) = w {
                     // bf16 is the top half of an f32: widen inside the dot, one pass.
                     let wrow = &wb[n * in_dim..(n + 1) * in_dim];
                     for (r, y) in yrow.iter_mut().enumerate() {
@@ -409,7 +412,7 @@ fn few_rows_matmul(x: &[f32], rows: usize, w: &Tensor) -> Result<Vec<f32>> {
             y[r * out_dim + n] = yt[n * rows + r];
         }
     }
-    Ok(y)
+    y
 }
 
 /// Dot product of a bf16 row with f32 values, widening each weight as it is read (a bf16 is
