@@ -53,7 +53,7 @@ fn show(p: &Progress) {
         hms(p.eta_s)
     );
     if let (Some(ps), Some(ss)) = (p.heldout_psnr, p.heldout_ssim) {
-        line.push_str(&format!(" | held-out PSNR {ps:.2} dB SSIM {ss:.4}"));
+        line.push_str(&format!(" | hold-out (same sources) PSNR {ps:.2} dB SSIM {ss:.4}"));
         eprintln!("\r{line}");
     } else {
         eprint!("\r{line}   ");
@@ -109,7 +109,7 @@ pub fn run(a: TrainVqArgs) -> Result<()> {
         );
     }
     println!(
-        "trained steps {}..{} on {} images ({} held out, {} unreadable skipped); held-out PSNR {} SSIM {} -> {}",
+        "trained steps {}..{} on {} images ({} held out from the same sources, {} unreadable skipped); their PSNR {} SSIM {} (images from other sources: xprompt vq eval) -> {}",
         s.start_step,
         s.final_step,
         s.train_images,
