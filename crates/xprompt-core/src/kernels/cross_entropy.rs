@@ -48,20 +48,25 @@ fn f64_of<T: Real>(x: T) -> f64 {
     candle_core::WithDType::to_f64(x)
 }
 
-/// Log-sum-exp of one row: exponentials in `T`, their sum in f64.
-fn lse<T: Real>(row: &[T]) -> f64 {
+/// Log-sum-exp of one row (`scratch` receives its shifted exponentials).
+fn lse<T: Real>(row: &[T], scratch: &mut Vec<T>) -> f64 {
     let max = row
         .iter()
         .fold(T::neg_infinity(), |m, &x| num_traits::Float::max(m, x));
-    let sum: f64 = row.iter().map(|&x| f64_of((x - max).exp())).sum();
-    f64_of(max) + sum.ln()
+    scratch.clear();
+    scratch.extend_from_slice(row);
+    let sum = T::exp_shifted_sum(scratch, max);
+    f64_of(max) + f64_of(sum).ln()
 }
 
 impl CrossEntropyZ {
     fn forward<T: Real>(&self, logits: &[T]) -> [T; 3] {
         let n = self.targets.len();
         let v = logits.len() / n;
-        let lses: Vec<f64> = logits.par_chunks(v).map(lse).collect();
+        let lses: Vec<f64> = logits
+            .par_chunks(v)
+            .map_init(Vec::new, |scratch, row| lse(row, scratch))
+            .collect();
         let (ce, z) = lses
             .iter()
             .zip(logits.chunks(v).zip(&self.targets))
@@ -95,9 +100,10 @@ impl CrossEntropyZ {
             .zip(lses.par_iter())
             .for_each(|((out, (row, &t)), &l)| {
                 let factor = T::from(g_ce + g_z * 2.0 * l).unwrap_or_else(T::nan);
-                let l = T::from(l).unwrap_or_else(T::nan);
-                for (o, &x) in out.iter_mut().zip(row) {
-                    *o = factor * (x - l).exp();
+                out.copy_from_slice(row);
+                T::exp_shifted_sum(out, T::from(l).unwrap_or_else(T::nan));
+                for o in out.iter_mut() {
+                    *o *= factor;
                 }
                 out[t as usize] -= T::from(g_ce).unwrap_or_else(T::nan);
             });
