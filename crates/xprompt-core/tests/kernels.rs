@@ -449,6 +449,38 @@ fn linear_kernel_matches_matmul_and_skips_gradients_nobody_needs() {
     assert!(err.contains("does not end in"), "{err}");
 }
 
+#[test]
+fn shaped_linear_kernel_matches_reshapes_around_a_product() {
+    // Heads merged on the way in ((2, 3, 2, 5) read as rows of 10), split on the way out.
+    let x = rand(&[2, 3, 2, 5], 33);
+    let w = rand(&[6, 10], 34);
+    let shaped = |a: &[Tensor]| kernels::linear::linear_shaped(&a[0], &a[1], &[2, 3, 3, 2]);
+    assert_same(
+        &shaped,
+        &|a| {
+            a[0].reshape((2, 3, 10))?
+                .broadcast_matmul(&a[1].t()?)?
+                .reshape((2, 3, 3, 2))
+        },
+        &[x.clone(), w.clone()],
+        "linear_shaped",
+    );
+    assert_finite_differences(&shaped, &[x.clone(), w.clone()], "linear_shaped");
+    // Trailing dims that do not multiply to `in`, or an output of the wrong size: errors.
+    for (xd, out) in [
+        (&[2, 3, 10][..], &[2, 3, 3, 3][..]),
+        (&[2, 15, 2][..], &[2, 3, 3, 2][..]),
+    ] {
+        let err = kernels::linear::linear_shaped(&rand(xd, 1), &w, out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("do not give an output"),
+            "{xd:?} -> {out:?}: {err}"
+        );
+    }
+}
+
 /// `conv2d + bias` from candle's own (differentiable) ops, padding each side explicitly.
 fn reference_conv2d(x: &Tensor, w: &Tensor, b: &Tensor, geo: ConvGeometry) -> Result<Tensor> {
     let x = x

@@ -53,7 +53,9 @@ fn show(p: &Progress) {
         hms(p.eta_s)
     );
     if let (Some(ps), Some(ss)) = (p.heldout_psnr, p.heldout_ssim) {
-        line.push_str(&format!(" | hold-out (same sources) PSNR {ps:.2} dB SSIM {ss:.4}"));
+        line.push_str(&format!(
+            " | hold-out (same sources) PSNR {ps:.2} dB SSIM {ss:.4}"
+        ));
         eprintln!("\r{line}");
     } else {
         eprint!("\r{line}   ");

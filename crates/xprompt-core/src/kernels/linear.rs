@@ -22,8 +22,6 @@ use super::Real;
 /// # Shapes
 /// `x`: `(…, in)`, `weight`: `(out, in)` -> `(…, out)`
 pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    ensure_non_empty("linear input", x)?;
-    ensure_non_empty("linear weight", weight)?;
     let (out_dim, in_dim) = weight.dims2()?;
     if x.dim(candle_core::D::Minus1)? != in_dim {
         bail!(
@@ -32,6 +30,47 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
             [out_dim, in_dim]
         );
     }
+    check_operands(x, weight)?;
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, Linear { out_dims: None })
+}
+
+/// [`linear`] with the reshapes around a projection folded in: the input's trailing
+/// dimensions need only multiply to `in` (attention's `(B, T, H, D)` output before `o_proj`),
+/// and the output takes `out_dims` (the heads of q/k/v split out). Each reshape node would
+/// otherwise cost a zero-filled gradient and an add in candle's backward.
+///
+/// # Shapes
+/// `x`: `(…, d_1, …, d_k)` with `d_1·…·d_k = in`, `weight`: `(out, in)` -> `out_dims`, whose
+/// elements number `rows · out`
+pub fn linear_shaped(x: &Tensor, weight: &Tensor, out_dims: &[usize]) -> Result<Tensor> {
+    let (out_dim, in_dim) = weight.dims2()?;
+    let mut suffix = 1;
+    let spans_in = x.dims().iter().rev().any(|&d| {
+        suffix *= d;
+        suffix == in_dim
+    });
+    let rows = x.elem_count() / in_dim.max(1);
+    if !spans_in || out_dims.iter().product::<usize>() != rows * out_dim {
+        bail!(
+            "linear_shaped: input {:?} and weight {:?} do not give an output of shape {out_dims:?}",
+            x.dims(),
+            [out_dim, in_dim]
+        );
+    }
+    check_operands(x, weight)?;
+    x.contiguous()?.apply_op2(
+        &weight.contiguous()?,
+        Linear {
+            out_dims: Some(out_dims.to_vec()),
+        },
+    )
+}
+
+/// Non-empty operands whose dtypes the kernel takes.
+fn check_operands(x: &Tensor, weight: &Tensor) -> Result<()> {
+    ensure_non_empty("linear input", x)?;
+    ensure_non_empty("linear weight", weight)?;
     if weight.dtype() != x.dtype() {
         let half = matches!(weight.dtype(), DType::BF16 | DType::F16);
         if !half || x.dtype() != DType::F32 {
@@ -49,10 +88,13 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
             );
         }
     }
-    x.contiguous()?.apply_op2(&weight.contiguous()?, Linear)
+    Ok(())
 }
 
-struct Linear;
+struct Linear {
+    /// The output's shape when not `(…, out)` with `x`'s leading dimensions.
+    out_dims: Option<Vec<usize>>,
+}
 
 /// The weight's elements as `T`: borrowed when stored as `T`, widened from bf16/f16 otherwise.
 fn weight_as<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<Cow<'a, [T]>> {
@@ -139,8 +181,11 @@ impl CustomOp2 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (out_dim, in_dim) = l2.shape().dims2()?;
         let rows = l1.shape().elem_count() / in_dim.max(1);
-        let mut dims = l1.dims().to_vec();
-        *dims.last_mut().expect("rank ≥ 1") = out_dim;
+        let dims = self.out_dims.clone().unwrap_or_else(|| {
+            let mut dims = l1.dims().to_vec();
+            *dims.last_mut().expect("rank ≥ 1") = out_dim;
+            dims
+        });
         let y = for_float!(s1.dtype(), self.name(), |F| storage(forward(
             slice::<F>(s1, l1, "x")?,
             &weight_as::<F>(s2, l2)?,

@@ -213,11 +213,11 @@ impl Attention {
         cache: Option<&mut KvCache>,
         mode: OpsMode,
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
+        let (b, t, hidden) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, hkv, d))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, hkv, d))?;
+        let q = self.q_proj.forward_shaped(x, &[b, t, h, d])?;
+        let k = self.k_proj.forward_shaped(x, &[b, t, hkv, d])?;
+        let v = self.v_proj.forward_shaped(x, &[b, t, hkv, d])?;
         let prep = |x: &Tensor, norm: &HeadNorm| {
             kernels::qk_prep::norm_rope(x, &norm.weight, &norm.bias, QK_NORM_EPS, cos, sin)
         };
@@ -226,7 +226,7 @@ impl Attention {
             // (B, T, heads, D) layout — no transposed copies, no (B, H, T, L) tensors kept.
             let (q, k) = (prep(&q, &self.q_norm)?, prep(&k, &self.k_norm)?);
             let out = kernels::attention::masked_attention(&q, &k, &v, mask)?;
-            return self.o_proj.forward(&out.reshape((b, t, h * d))?);
+            return self.o_proj.forward_shaped(&out, &[b, t, hidden]);
         }
         // A prefill at inference: the same kernels (forward only), parallel over rows and
         // heads where candle's ops are per element; a decode step (one row) keeps candle's.

@@ -246,11 +246,7 @@ impl Linear {
     /// each way and the weight gradient directly.
     fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.inner.weight();
-        let frozen_half = matches!(w.dtype(), DType::BF16 | DType::F16) && !w.track_op();
-        if self.mode == OpsMode::Differentiable
-            && crate::kernels::supports(x)
-            && (w.dtype() == x.dtype() || (x.dtype() == DType::F32 && frozen_half))
-        {
+        if self.training_kernel_applies(x) {
             // Training: one graph node with its own backward (see `kernels::linear`).
             let y = crate::kernels::linear::linear(x, w)?;
             return match self.inner.bias() {
@@ -268,6 +264,37 @@ impl Linear {
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank > 2") = y.dim(1)?;
         y.reshape(out_dims)
+    }
+}
+
+impl Linear {
+    /// Whether training's product kernel (`kernels::linear`) computes `x · Wᵀ`.
+    fn training_kernel_applies(&self, x: &Tensor) -> bool {
+        let w = self.inner.weight();
+        let frozen_half = matches!(w.dtype(), DType::BF16 | DType::F16) && !w.track_op();
+        self.mode == OpsMode::Differentiable
+            && crate::kernels::supports(x)
+            && (w.dtype() == x.dtype() || (x.dtype() == DType::F32 && frozen_half))
+    }
+
+    /// [`Linear::forward`] between reshapes: the input's trailing dimensions multiply to `in`
+    /// and the output takes `out_dims` (attention's head split and merge). In training,
+    /// without bias, quantization or LoRA, the reshapes are folded into the product's node
+    /// (`kernels::linear::linear_shaped`), which saves candle's backward a zero-filled
+    /// gradient and an add per reshape; elsewhere they are plain reshapes.
+    pub fn forward_shaped(&self, x: &Tensor, out_dims: &[usize]) -> Result<Tensor> {
+        let plain_layer =
+            self.quantized.is_none() && self.lora.is_none() && self.inner.bias().is_none();
+        if plain_layer && self.training_kernel_applies(x) {
+            return crate::kernels::linear::linear_shaped(x, self.inner.weight(), out_dims);
+        }
+        let in_dim = self.inner.weight().dim(1)?;
+        let x = if x.dim(candle_core::D::Minus1)? == in_dim {
+            x.clone()
+        } else {
+            x.reshape((x.elem_count() / in_dim.max(1), in_dim))?
+        };
+        self.forward(&x)?.reshape(out_dims)
     }
 }
 
