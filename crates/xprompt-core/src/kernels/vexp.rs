@@ -97,9 +97,10 @@ mod simd {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        // ln 2 = 0.693145751953125 (exact in 16 bits, so n·hi is exact) + 1.428606765e-6.
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_751_953_125), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_765_330_187e-6), r);
+        // ln 2 = 0.693145751953125 (0x3f317200: 16 significant bits, so n·hi is exact for
+        // |n| < 2⁸) + 1.4286068e-6.
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
         // Horner on 1 + r + r²/2! + … + r⁷/7!.
         let mut p = _mm512_set1_ps(1.0 / 5040.0);
         for c in [
