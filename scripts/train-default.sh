@@ -71,7 +71,10 @@ if [ "$stage" = ship ]; then
   "$x" eval --model models/default --suite "$work/suite" --max-items 10 --ceiling --out "$work/eval"
   "$x" eval --model models/default --suite "$work/suite" --max-items 10 --no-instruction \
     --tasks derain,low_light_enhance,depth_new_palette,add_object,remove_object --out "$work/eval-example-only"
-  "$x" eval-icl --model models/default --suite "$work/suite" --queries 8 --out "$work/eval-icl"
+  # f4 trains with at most 2 examples (a 16x16 pair is 552 tokens): 4-shot prompts would run
+  # past the trained context.
+  shots=0,1,2,4; [ "$recipe" = f4 ] && shots=0,1,2
+  "$x" eval-icl --model models/default --suite "$work/suite" --queries 8 --shots "$shots" --out "$work/eval-icl"
   # The tokenizer on photo crops from sources it never trained on (f4 only; needs Pillow).
   if [ "$recipe" = f4 ] && python3 -c 'import PIL' 2>/dev/null; then
     [ -d "$work/crops" ] || python3 tools/vq_heldout_crops.py --out "$work/crops" --per-image 4 \
