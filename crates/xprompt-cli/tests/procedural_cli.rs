@@ -63,6 +63,13 @@ log_every = 1
     let (_, log) = xprompt(t, &["train", "--config", "exp.toml", "--out", "model"]);
     assert!(log.contains("procedural tasks: 70 %"), "{log}");
     assert!(log.contains("icl-gap xp"), "{log}");
+    // The base images' codes are kept for the next start (`code_cache`).
+    for split in ["train", "val"] {
+        let f = t.join(format!("model/procedural-codes-{split}.json"));
+        let cached: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        assert!(!cached["grids"].as_array().unwrap().is_empty(), "{f:?}");
+    }
     let metrics = std::fs::read_to_string(t.join("model/metrics.jsonl")).unwrap();
     let gaps: Vec<f64> = metrics
         .lines()

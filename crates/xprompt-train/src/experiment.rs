@@ -365,8 +365,12 @@ pub fn load_data(e: &Experiment) -> Result<LoadedData> {
 }
 
 /// The procedural source of a run with a `[procedural]` section: base images from the suite's
-/// train and val splits (held-out tasks excluded), encoded by the run's VQGAN.
-pub fn procedural_source(e: &Experiment) -> Result<Option<ProceduralSource>> {
+/// train and val splits (held-out tasks excluded), encoded by the run's VQGAN — or read from
+/// `code_cache` (a run's output directory) when an earlier start left their codes there.
+pub fn procedural_source(
+    e: &Experiment,
+    code_cache: Option<&std::path::Path>,
+) -> Result<Option<ProceduralSource>> {
     let Some(cfg) = &e.procedural else {
         return Ok(None);
     };
@@ -381,7 +385,13 @@ pub fn procedural_source(e: &Experiment) -> Result<Option<ProceduralSource>> {
     let (train, val) = (pool(Split::Train)?, pool(Split::Val)?);
     let vqgan = xprompt_vqgan::load_dir(&e.data.vqgan, &candle_core::Device::Cpu)
         .map_err(|err| TrainError::Data(format!("{}: {err}", e.data.vqgan.display())))?;
-    Ok(Some(ProceduralSource::new(vqgan, train, val, cfg.clone())?))
+    Ok(Some(ProceduralSource::with_code_cache(
+        vqgan,
+        train,
+        val,
+        cfg.clone(),
+        code_cache,
+    )?))
 }
 
 /// A checkpoint to start from: its directory and its vocabulary size before the X-Prompt rows.

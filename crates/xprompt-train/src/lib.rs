@@ -13,6 +13,7 @@
 //! - [`retrieval`] — RAIE neighbours (nearest instructions) as training examples
 //! - [`trainer`] — the resumable training loop and its checkpoints
 
+pub mod code_cache;
 pub mod error;
 pub mod experiment;
 pub mod loss;

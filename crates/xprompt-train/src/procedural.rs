@@ -118,21 +118,25 @@ pub struct ProceduralSource {
 struct InputCodes([Vec<ImageGrid>; 3]);
 
 impl InputCodes {
-    fn of(vqgan: &Vqgan, pool: &Pool) -> Result<Self> {
-        let kind = |input| -> Result<Vec<ImageGrid>> {
-            let imgs: Vec<&Img> = (0..pool.input_count(input))
-                .map(|i| pool.input(input, i))
-                .collect();
+    fn of(vqgan: &Vqgan, pool: &Pool, cache: Option<&std::path::Path>) -> Result<Self> {
+        const KINDS: [Input; 3] = [Input::Image, Input::Segmentation, Input::Depth];
+        let imgs: Vec<&Img> = KINDS
+            .iter()
+            .flat_map(|&k| (0..pool.input_count(k)).map(move |i| pool.input(k, i)))
+            .collect();
+        let mut codes = crate::code_cache::load_or_encode(cache, &imgs, |imgs| {
             let mut out = Vec::with_capacity(imgs.len());
             for chunk in imgs.chunks(32) {
                 out.extend(encode_images(vqgan, chunk)?);
             }
             Ok(out)
-        };
+        })?
+        .into_iter();
+        let mut next = |k: Input| codes.by_ref().take(pool.input_count(k)).collect::<Vec<_>>();
         Ok(Self([
-            kind(Input::Image)?,
-            kind(Input::Segmentation)?,
-            kind(Input::Depth)?,
+            next(Input::Image),
+            next(Input::Segmentation),
+            next(Input::Depth),
         ]))
     }
 
@@ -148,6 +152,18 @@ impl InputCodes {
 
 impl ProceduralSource {
     pub fn new(vqgan: Vqgan, train: Pool, val: Pool, config: ProceduralConfig) -> Result<Self> {
+        Self::with_code_cache(vqgan, train, val, config, None)
+    }
+
+    /// [`ProceduralSource::new`] keeping the pools' input codes in `cache_dir` between starts
+    /// (see [`crate::code_cache`]).
+    pub fn with_code_cache(
+        vqgan: Vqgan,
+        train: Pool,
+        val: Pool,
+        config: ProceduralConfig,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<Self> {
         config.validate().map_err(TrainError::Data)?;
         if train.images.len() < 2 {
             return Err(TrainError::Data(format!(
@@ -155,8 +171,10 @@ impl ProceduralSource {
                 train.images.len()
             )));
         }
-        let train_codes = InputCodes::of(&vqgan, &train)?;
-        let val_codes = InputCodes::of(&vqgan, &val)?;
+        let cache =
+            |split: &str| cache_dir.map(|d| d.join(format!("procedural-codes-{split}.json")));
+        let train_codes = InputCodes::of(&vqgan, &train, cache("train").as_deref())?;
+        let val_codes = InputCodes::of(&vqgan, &val, cache("val").as_deref())?;
         Ok(Self {
             vqgan,
             train,

@@ -159,7 +159,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &device,
     )?;
     trainer.experiment_toml = Some(toml_text);
-    if let Some(source) = procedural_source(&exp)? {
+    if let Some(source) = procedural_source(&exp, Some(&a.out))? {
         let pool = source.train_pool();
         eprintln!(
             "procedural tasks: {:.0} % of samples, base images {} plain / {} segmentation / {} depth; ICL probes {}",
