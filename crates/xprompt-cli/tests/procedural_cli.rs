@@ -115,7 +115,7 @@ log_every = 1
             "--suite",
             "suite",
             "--types",
-            "solarize,tile",
+            "solarize,tile,identity",
             "--queries",
             "2",
             "--shots",
@@ -125,7 +125,9 @@ log_every = 1
         ],
     );
     assert!(
-        report.contains("| solarize |") && report.contains("1-shot X-Prompt"),
+        report.contains("| solarize |")
+            && report.contains("| identity |")
+            && report.contains("1-shot X-Prompt"),
         "{report}"
     );
     assert!(report.contains("discrimination"), "{report}");

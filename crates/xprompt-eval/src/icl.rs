@@ -27,6 +27,11 @@ use crate::harness::PSNR_CAP;
 use crate::metrics::psnr;
 use crate::runner::{Answer, EvalRequest, Example, InContextRunner, MaskMode};
 
+/// The type whose examples show output = input: the answer should be the query itself, the
+/// copying every image-to-image task builds on (trained, a sanity check rather than a test of
+/// generalisation).
+pub const IDENTITY: &str = "identity";
+
 /// One type to evaluate: a family over a range. `label` is `name` or `name@heldout-range`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IclType {
@@ -140,12 +145,16 @@ pub fn evaluate_icl(
         let mut per_query = Vec::new();
         for (qi, q) in query_imgs.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(item_seed(opts.seed, &ty.label(), qi));
-            let task: Task = draw_task(
-                &Selection::only(ty.family, ty.range),
-                &example_pool,
-                &mut rng,
-            )
-            .map_err(EvalError::Settings)?;
+            let task: Task = if ty.family == IDENTITY {
+                Task::identity()
+            } else {
+                draw_task(
+                    &Selection::only(ty.family, ty.range),
+                    &example_pool,
+                    &mut rng,
+                )
+                .map_err(EvalError::Settings)?
+            };
             let pairs = task
                 .pairs(&example_pool, max_k, &mut rng)
                 .iter()

@@ -27,7 +27,8 @@ pub struct EvalIclArgs {
     #[arg(long)]
     pub suite: PathBuf,
     /// `heldout` (held-out transform types), `ranges` (held-out parameter ranges of trained
-    /// families), `both`, or comma-separated family names (training range).
+    /// families), `both`, or comma-separated family names (training range); `identity` (the
+    /// examples change nothing) checks that the model copies the query.
     #[arg(long, default_value = "both")]
     pub types: String,
     /// Query images, shared by every type.
@@ -76,6 +77,12 @@ fn types(spec: &str) -> Result<Vec<IclType>> {
         names => names
             .split(',')
             .map(|n| {
+                if n.trim() == xprompt_eval::icl::IDENTITY {
+                    return Ok(IclType {
+                        family: xprompt_eval::icl::IDENTITY,
+                        range: Range::Train,
+                    });
+                }
                 procedural::family(n.trim())
                     .filter(|f| f.input == procedural::Input::Image)
                     .map(|f| IclType {
@@ -83,7 +90,7 @@ fn types(spec: &str) -> Result<Vec<IclType>> {
                         range: Range::Train,
                     })
                     .with_context(|| {
-                        format!("--types: {n:?} is not an image family (or heldout, ranges, both)")
+                        format!("--types: {n:?} is not an image family (or identity, heldout, ranges, both)")
                     })
             })
             .collect::<Result<_>>()?,
