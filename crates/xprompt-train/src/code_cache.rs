@@ -1,6 +1,6 @@
 //! The VQ codes of the procedural pools' input images, kept in the run directory between
 //! starts: encoding a few thousand base images is most of a run's start-up, paid again on every
-//! `--resume` (the 4× in-context run on two cores: ~70 s to its first step without the cache,
+//! `--resume` (the 4× in-context run on two cores: 60–85 s to its first step without the cache,
 //! 5 s with it).
 //!
 //! A cache file is used only when it was written for the same images (a hash of their pixels)
