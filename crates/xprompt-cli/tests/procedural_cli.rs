@@ -131,6 +131,13 @@ log_every = 1
         "{report}"
     );
     assert!(report.contains("discrimination"), "{report}");
+    // The identity type is a copy check: the criteria count the two transform types only.
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("| 1-shot X-Prompt |") && l.ends_with("/2 |")),
+        "{report}"
+    );
     assert!(t.join("icl/contact.png").exists() && t.join("icl/report.json").exists());
     // A context too short for max_shots pairs is refused before training starts.
     let err = common::train_refused(
