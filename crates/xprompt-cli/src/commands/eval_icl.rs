@@ -26,9 +26,9 @@ pub struct EvalIclArgs {
     /// Suite whose test-split images are the queries and examples (never trained on).
     #[arg(long)]
     pub suite: PathBuf,
-    /// `heldout` (held-out transform types), `ranges` (held-out parameter ranges of trained
-    /// families), `both`, or comma-separated family names (training range); `identity` (the
-    /// examples change nothing) checks that the model copies the query.
+    /// Comma-separated: `heldout` (held-out transform types), `ranges` (held-out parameter
+    /// ranges of trained families), `both`, family names (training range), and `identity` (the
+    /// examples change nothing: checks that the model copies the query).
     #[arg(long, default_value = "both")]
     pub types: String,
     /// Query images, shared by every type.
@@ -70,31 +70,33 @@ fn types(spec: &str) -> Result<Vec<IclType>> {
             })
             .collect::<Vec<_>>()
     };
-    Ok(match spec {
-        "heldout" => heldout(),
-        "ranges" => ranges(),
-        "both" => heldout().into_iter().chain(ranges()).collect(),
-        names => names
-            .split(',')
-            .map(|n| {
-                if n.trim() == xprompt_eval::icl::IDENTITY {
-                    return Ok(IclType {
-                        family: xprompt_eval::icl::IDENTITY,
-                        range: Range::Train,
-                    });
-                }
-                procedural::family(n.trim())
-                    .filter(|f| f.input == procedural::Input::Image)
-                    .map(|f| IclType {
-                        family: f.name,
-                        range: Range::Train,
-                    })
-                    .with_context(|| {
-                        format!("--types: {n:?} is not an image family (or identity, heldout, ranges, both)")
-                    })
-            })
-            .collect::<Result<_>>()?,
-    })
+    let mut out: Vec<IclType> = Vec::new();
+    for n in spec.split(',').map(str::trim) {
+        let group = match n {
+            "heldout" => heldout(),
+            "ranges" => ranges(),
+            "both" => heldout().into_iter().chain(ranges()).collect(),
+            xprompt_eval::icl::IDENTITY => vec![IclType {
+                family: xprompt_eval::icl::IDENTITY,
+                range: Range::Train,
+            }],
+            name => vec![procedural::family(name)
+                .filter(|f| f.input == procedural::Input::Image)
+                .map(|f| IclType {
+                    family: f.name,
+                    range: Range::Train,
+                })
+                .with_context(|| {
+                    format!("--types: {name:?} is not an image family (or identity, heldout, ranges, both)")
+                })?],
+        };
+        for ty in group {
+            if !out.iter().any(|t| t.label() == ty.label()) {
+                out.push(ty);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn run(a: EvalIclArgs) -> Result<()> {
@@ -161,4 +163,25 @@ pub fn run(a: EvalIclArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::types;
+
+    #[test]
+    fn types_mix_groups_and_names_once_each() {
+        let labels =
+            |spec| -> Vec<String> { types(spec).unwrap().iter().map(|t| t.label()).collect() };
+        let heldout = labels("heldout");
+        assert!(heldout.contains(&"solarize".to_string()));
+        let mixed = labels("heldout, identity,solarize");
+        assert_eq!(mixed.len(), heldout.len() + 1, "{mixed:?}");
+        assert_eq!(mixed.last().map(String::as_str), Some("identity"));
+        assert_eq!(labels("both").len(), heldout.len() + labels("ranges").len());
+        assert!(types("heldout,nonsense")
+            .unwrap_err()
+            .to_string()
+            .contains("\"nonsense\""));
+    }
 }
