@@ -99,29 +99,24 @@ fn tune_allocator() {
     }
 }
 
-/// Training splits its time between rayon (gemm, our kernels) and candle's own worker pool
-/// (elementwise ops). candle's workers spin for a while after each op before sleeping, taking
-/// the cores rayon needs on a small machine: measured 0.65 → 0.59 s per 5M training step with
-/// the spin limit at 0 (docs/PERFORMANCE.md). Applies to training commands only, and only when
-/// the user has not set `CANDLE_BARRIER_POOL_SPIN_LIMIT`.
-fn quiet_candle_workers() {
-    const KEY: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(KEY).is_none() {
-        // Called from main before any thread exists (candle's pool starts lazily).
-        std::env::set_var(KEY, "0");
-    }
-}
-
-/// The tokenizer's training step is convolutions and GroupNorm in rayon plus a few candle
-/// elementwise ops (gradient sums, residual adds) on candle's own worker pool, whose spinning
-/// worker takes a core from rayon's. With that pool down to the calling thread a `train-vq`
-/// step took 0.580–0.598 s instead of 0.629–0.655 (`configs/vqgan-f4.toml`, 2 threads,
-/// docs/PERFORMANCE.md). Only when the user has not set `CANDLE_NUM_THREADS`.
-fn single_threaded_candle_ops() {
-    const KEY: &str = "CANDLE_NUM_THREADS";
-    if std::env::var_os(KEY).is_none() {
-        // Called from main before any thread exists (candle's pool starts lazily).
-        std::env::set_var(KEY, "1");
+/// How candle's own worker pool (its elementwise ops) should behave beside rayon's (gemm and
+/// our kernels) on a small machine, per command; applied only where the user has not set the
+/// variable (docs/PERFORMANCE.md):
+/// - `train`: `CANDLE_BARRIER_POOL_SPIN_LIMIT=0` — candle's workers stop spinning after each op
+///   against rayon's (a 5M step 0.65 → 0.59 s);
+/// - `train-vq`: `CANDLE_NUM_THREADS=1` — its few candle ops (gradient sums, residual adds) run
+///   on the calling thread; the pool's spinning worker took a core from the convolutions
+///   (`configs/vqgan-f4.toml`: 0.629–0.655 → 0.580–0.598 s per step).
+fn candle_pool_defaults(command: &Command) -> Option<(&'static str, &'static str)> {
+    use commands::bench::BenchCommand;
+    match command {
+        Command::Train(_) | Command::Bench(BenchCommand::Train(_)) => {
+            Some(("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0"))
+        }
+        Command::TrainVq(_) | Command::Bench(BenchCommand::TrainVq(_)) => {
+            Some(("CANDLE_NUM_THREADS", "1"))
+        }
+        _ => None,
     }
 }
 
@@ -175,17 +170,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(
-        cli.command,
-        Command::Train(_) | Command::Bench(commands::bench::BenchCommand::Train(_))
-    ) {
-        quiet_candle_workers();
-    }
-    if matches!(
-        cli.command,
-        Command::TrainVq(_) | Command::Bench(commands::bench::BenchCommand::TrainVq(_))
-    ) {
-        single_threaded_candle_ops();
+    if let Some((key, value)) = candle_pool_defaults(&cli.command) {
+        if std::env::var_os(key).is_none() {
+            // Before any thread exists (candle's pool starts lazily at its first op).
+            std::env::set_var(key, value);
+        }
     }
     if matches!(
         cli.command,

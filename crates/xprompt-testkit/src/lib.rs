@@ -6,6 +6,7 @@
 //! - [`mutated`]: a proptest strategy of damaged copies of a valid file — bytes flipped,
 //!   truncated, spliced, and length-like fields overwritten with extreme integers (the edit
 //!   that finds unbounded allocations);
+//! - [`committed_configs`]: the recipes under `configs/`, for the tests that parse them;
 //! - [`CapAllocator`]: a global allocator for a test binary that refuses any single
 //!   allocation above a cap, so a parser that trusts a length field fails the test loudly
 //!   (the process aborts naming the size) instead of passing on a machine with overcommit.
@@ -163,6 +164,22 @@ unsafe impl GlobalAlloc for CapAllocator {
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// The recipes committed under the repository's `configs/` whose file names `select` accepts,
+/// as `(file name, path)` sorted by name: tests parse each with the crate's own config type.
+pub fn committed_configs(select: impl Fn(&str) -> bool) -> Vec<(String, std::path::PathBuf)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut found: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a configs/ entry").path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().to_string();
+            (name.ends_with(".toml") && select(&name)).then_some((name, path))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 #[cfg(test)]

@@ -5,21 +5,10 @@ use xprompt_train::experiment::Experiment;
 
 #[test]
 fn the_committed_model_recipes_parse() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("default-model") && name.ends_with(".toml") {
-            Experiment::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-            checked.push(name);
-        }
+    let recipes = xprompt_testkit::committed_configs(|n| n.starts_with("default-model"));
+    for (name, path) in &recipes {
+        Experiment::from_file(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    checked.sort();
-    assert_eq!(
-        checked,
-        ["default-model-f4.toml", "default-model.toml"],
-        "the default model's recipes in {}",
-        dir.display()
-    );
+    let names: Vec<&str> = recipes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["default-model-f4.toml", "default-model.toml"]);
 }
