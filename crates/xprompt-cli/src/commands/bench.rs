@@ -45,6 +45,9 @@ pub struct TrainVqBenchArgs {
     /// `cpu`, or `cuda` / `cuda:N` (a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     device: xprompt_core::device::DeviceChoice,
+    /// Time candle's autograd path instead of the CPU training engine.
+    #[arg(long)]
+    autograd: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -141,7 +144,7 @@ fn train_vq(a: TrainVqBenchArgs) -> Result<()> {
     }
     let device = a.device.open()?;
     let cfg = xprompt_vqgan::train::TrainConfig::from_file(&a.config)?;
-    let t = xprompt_vqgan::train::bench::time_steps(&cfg, a.steps, &device)?;
+    let t = xprompt_vqgan::train::bench::time_steps(&cfg, a.steps, &device, a.autograd)?;
     let threads = candle_core::utils::get_num_threads();
     if a.json {
         let mut v = serde_json::to_value(&t)?;
@@ -150,8 +153,8 @@ fn train_vq(a: TrainVqBenchArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "train-vq: {} parameters, batch {} of {}x{} crops, {threads} threads: {:.3} s/step ({:.2} steps/s) over {} steps; peak RSS {:.0} MB",
-            t.params, t.batch, t.crop, t.crop, t.s_per_step, 1.0 / t.s_per_step, t.steps, peak_rss_mb()
+            "train-vq ({}): {} parameters, batch {} of {}x{} crops, {threads} threads: {:.3} s/step ({:.2} steps/s) over {} steps; peak RSS {:.0} MB",
+            t.gradients, t.params, t.batch, t.crop, t.crop, t.s_per_step, 1.0 / t.s_per_step, t.steps, peak_rss_mb()
         );
     }
     Ok(())

@@ -30,6 +30,10 @@ pub struct TrainVqArgs {
     /// `--features cuda` (candle's ops there; the fused conv/GroupNorm kernels are CPU code).
     #[arg(long, default_value = "cpu")]
     pub device: xprompt_core::device::DeviceChoice,
+    /// Compute gradients with candle's autograd instead of the CPU training engine (the
+    /// reference path: the same gradients, about half the speed).
+    #[arg(long)]
+    pub autograd: bool,
 }
 
 fn hms(s: f64) -> String {
@@ -86,6 +90,7 @@ pub fn run(a: TrainVqArgs) -> Result<()> {
         time_limit_s: a.minutes.map(|m| m * 60.0),
         max_pixels: a.max_pixels,
         device,
+        autograd: a.autograd,
         ..Default::default()
     };
     let latest = a.out.join("train").join("latest");

@@ -38,7 +38,7 @@ pub(crate) fn tensor<T: WithDType>(data: Vec<T>, shape: &Shape) -> Result<Tensor
 
 /// A read-only matrix view: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a, T> {
+pub struct Mat<'a, T> {
     data: &'a [T],
     rows: usize,
     cols: usize,
@@ -48,7 +48,7 @@ pub(crate) struct Mat<'a, T> {
 
 impl<'a, T> Mat<'a, T> {
     /// The first `rows × cols` elements of `data`, row-major.
-    pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -60,7 +60,7 @@ impl<'a, T> Mat<'a, T> {
 
     /// `rows × cols` elements of `data` whose rows start `row_stride` elements apart (a head's
     /// rows inside a `(…, T, heads, D)` tensor, say).
-    pub(crate) fn strided(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Self {
+    pub fn strided(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Self {
         Self {
             data,
             rows,
@@ -71,7 +71,7 @@ impl<'a, T> Mat<'a, T> {
     }
 
     /// The same elements, transposed (no copy).
-    pub(crate) fn t(self) -> Self {
+    pub fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -109,7 +109,7 @@ pub(crate) fn parallelism() -> gemm::Parallelism {
 }
 
 /// `out = scale · a · b` (`+= ` when `accumulate`) with the given gemm parallelism.
-pub(crate) fn matmul_with<T: Real>(
+pub fn matmul_with<T: Real>(
     out: &mut [T],
     a: Mat<T>,
     b: Mat<T>,

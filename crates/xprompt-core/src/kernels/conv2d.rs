@@ -176,6 +176,67 @@ struct Conv2d {
     geo: ConvGeometry,
 }
 
+/// One convolution problem on caller-held buffers, for a training step that runs outside
+/// candle's autograd (the VQGAN's, `xprompt_vqgan::train::engine`): the same algorithms and
+/// exact backward pass as [`conv2d`], on contiguous `(B, C, H, W)` slices.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvProblem(Dims);
+
+impl ConvProblem {
+    /// Input `(B, C_in, H, W)` and weight `(C_out, C_in, k, k)` dims under `geo`.
+    pub fn new(x: [usize; 4], w: [usize; 4], geo: ConvGeometry) -> Result<Self> {
+        Ok(Self(Dims::of(&x, &w, geo)?))
+    }
+
+    /// `(B, C_out, H_out, W_out)`.
+    pub fn out_dims(&self) -> [usize; 4] {
+        let d = &self.0;
+        [d.batch, d.c_out, d.h_out, d.w_out]
+    }
+
+    fn check<T>(&self, x: &[T], w: &[T], g_or_y: usize) -> Result<()> {
+        let d = &self.0;
+        let out = d.batch * d.c_out * d.out_len();
+        if x.len() != d.batch * d.in_len() || w.len() != d.c_out * d.col_rows() || g_or_y != out {
+            bail!(
+                "conv2d: buffers of {}, {} and {} elements do not fit input {:?} and weight {:?}",
+                x.len(),
+                w.len(),
+                g_or_y,
+                [d.batch, d.c_in, d.h, d.w],
+                [d.c_out, d.c_in, d.k, d.k]
+            );
+        }
+        Ok(())
+    }
+
+    /// `conv(x, w) + b`.
+    pub fn forward<T: Real>(&self, x: &[T], w: &[T], b: &[T]) -> Result<Vec<T>> {
+        self.check(x, w, self.out_dims().iter().product())?;
+        if b.len() != self.0.c_out {
+            bail!(
+                "conv2d: bias of {} for {} output channels",
+                b.len(),
+                self.0.c_out
+            );
+        }
+        Ok(forward(x, w, b, &self.0))
+    }
+
+    /// `(dx, dw, db)` for the output gradient `g`; `dx` only when `want_dx`.
+    #[allow(clippy::type_complexity)]
+    pub fn backward<T: Real>(
+        &self,
+        x: &[T],
+        w: &[T],
+        g: &[T],
+        want_dx: bool,
+    ) -> Result<(Option<Vec<T>>, Vec<T>, Vec<T>)> {
+        self.check(x, w, g.len())?;
+        Ok(backward(x, w, g, &self.0, want_dx))
+    }
+}
+
 /// Unfolds one image `(C_in, H, W)` into `col (C_in·k·k, H_out·W_out)`.
 fn im2col<T: Real>(x: &[T], d: &Dims, col: &mut [T]) {
     let (k, n, s) = (d.k, d.out_len(), d.geo.stride);

@@ -45,6 +45,71 @@ struct GroupNorm {
     swish: bool,
 }
 
+/// GroupNorm (+ swish) on caller-held contiguous `(B, C, positions)` buffers, for a training
+/// step outside candle's autograd: the same kernels as [`group_norm`].
+#[derive(Debug, Clone, Copy)]
+pub struct GroupNormProblem {
+    pub channels: usize,
+    pub positions: usize,
+    pub groups: usize,
+    pub eps: f64,
+    pub swish: bool,
+}
+
+impl GroupNormProblem {
+    fn parts(&self) -> (GroupNorm, Dims) {
+        let op = GroupNorm {
+            groups: self.groups,
+            eps: self.eps,
+            swish: self.swish,
+        };
+        let d = Dims {
+            channels: self.channels,
+            positions: self.positions,
+            groups: self.groups,
+        };
+        (op, d)
+    }
+
+    fn check<T>(&self, x: &[T], gamma: &[T], beta: &[T], other: usize) -> Result<()> {
+        let per_image = self.channels * self.positions;
+        if self.groups == 0
+            || !self.channels.is_multiple_of(self.groups)
+            || per_image == 0
+            || !x.len().is_multiple_of(per_image)
+            || other != x.len()
+            || gamma.len() != self.channels
+            || beta.len() != self.channels
+        {
+            bail!(
+                "group_norm: {} groups, buffers of {}, {}, {}, {} elements do not fit {} channels x {} positions",
+                self.groups, x.len(), gamma.len(), beta.len(), other, self.channels, self.positions
+            );
+        }
+        Ok(())
+    }
+
+    /// `y` for `x`.
+    pub fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Result<Vec<T>> {
+        self.check(x, gamma, beta, x.len())?;
+        let (op, d) = self.parts();
+        Ok(op.forward(x, gamma, beta, d))
+    }
+
+    /// `(dx, dγ, dβ)` for the output gradient `g`.
+    pub fn backward<T: Real>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+        g: &[T],
+    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        self.check(x, gamma, beta, g.len())?;
+        let (op, d) = self.parts();
+        Ok(op.backward(x, gamma, beta, g, d))
+    }
+}
+
 /// Layout of one problem: `batch` images of `channels` channels of `positions` values.
 #[derive(Clone, Copy)]
 struct Dims {

@@ -13,6 +13,7 @@
 //! against finite differences in f64).
 
 mod access;
+pub use access::{matmul_with, Mat};
 pub mod amx_bf16;
 pub mod attention;
 pub mod bf16_dot;

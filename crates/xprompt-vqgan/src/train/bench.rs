@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::train::adamw::AdamW;
 use crate::train::config::TrainConfig;
 use crate::train::init::{random_model, sorted_vars};
-use crate::train::step::forward_loss;
+use crate::train::step::StepPath;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
@@ -17,21 +17,29 @@ pub struct StepTiming {
     pub batch: usize,
     pub crop: usize,
     pub steps: usize,
+    /// `engine` or `autograd`.
+    pub gradients: &'static str,
     /// Mean seconds per timed step (after one untimed warm-up step).
     pub s_per_step: f64,
 }
 
 /// Runs one warm-up step and `steps` timed steps of `cfg` on seeded uniform-noise crops.
-pub fn time_steps(cfg: &TrainConfig, steps: usize, dev: &Device) -> Result<StepTiming> {
+/// `autograd` times candle's autograd path instead of the engine.
+pub fn time_steps(
+    cfg: &TrainConfig,
+    steps: usize,
+    dev: &Device,
+    autograd: bool,
+) -> Result<StepTiming> {
     let (model, varmap) = random_model(&cfg.model, cfg.seed, dev)?;
     let vars = sorted_vars(&varmap);
     let params = vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let mut opt = AdamW::new(vars, cfg.optimiser())?;
+    let mut opt = AdamW::new(vars.clone(), cfg.optimiser())?;
+    let path = StepPath::choose(cfg, &vars, dev, autograd)?;
     let shape = (cfg.batch_size, 3, cfg.crop, cfg.crop);
     let mut step = || -> Result<()> {
         let x = Tensor::rand(-1f32, 1f32, shape, dev)?;
-        let o = forward_loss(&model, &x, cfg)?;
-        opt.step(&o.loss.backward()?, cfg.lr)?;
+        path.train_step(&model, &vars, &x, cfg, &mut opt, cfg.lr)?;
         Ok(())
     };
     step()?;
@@ -44,6 +52,7 @@ pub fn time_steps(cfg: &TrainConfig, steps: usize, dev: &Device) -> Result<StepT
         batch: cfg.batch_size,
         crop: cfg.crop,
         steps,
+        gradients: path.name(),
         s_per_step: t0.elapsed().as_secs_f64() / steps.max(1) as f64,
     })
 }

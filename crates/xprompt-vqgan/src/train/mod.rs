@@ -4,7 +4,9 @@
 //! - `init`: deterministic, seeded parameter initialisation into a `VarMap`.
 //! - `adamw`: AdamW whose state can be saved and restored exactly.
 //! - `data`: image list, decoding, deterministic batches and held-out crops.
-//! - `step`: the loss (reconstruction + codebook + commitment, straight-through estimator).
+//! - `step`: the loss (reconstruction + codebook + commitment, straight-through estimator)
+//!   and the choice of gradient path for a step.
+//! - `engine`: the CPU training step with a hand-written backward pass (no autograd graph).
 //! - `trainer`: the loop, dead-code re-seeding, evaluation, atomic checkpoints and resume.
 //! - `bench`: timing of optimiser steps on synthetic crops (`xprompt bench train-vq`).
 //!
@@ -14,6 +16,7 @@ pub mod adamw;
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod init;
 pub mod step;
 pub mod trainer;

@@ -1,11 +1,15 @@
 //! The VQGAN training objective (van den Oord et al. 2017; taming's VQModel without the
 //! perceptual/GAN terms): `rec + w_cb·‖sg[z_e] − e‖² + β·‖z_e − sg[e]‖²` with the
 //! straight-through estimator `z_q = z_e + sg[e − z_e]`. Means are over all elements.
+//! [`StepPath`] runs one optimiser step either through candle's autograd on this loss or
+//! through the hand-written engine (`train::engine`) that computes the same gradients.
 use crate::error::Result;
 use crate::model::Vqgan;
 use crate::quantizer::VectorQuantizer;
+use crate::train::adamw::AdamW;
 use crate::train::config::{ReconLoss, TrainConfig};
-use candle_core::{Module, Tensor};
+use crate::train::engine::Engine;
+use candle_core::{Device, Module, Tensor, Var};
 
 /// Loss and statistics of one forward pass.
 pub struct StepOutput {
@@ -77,4 +81,100 @@ pub fn perplexity(codes: &[u32], n_embed: usize) -> f64 {
         })
         .sum();
     ent.exp()
+}
+
+/// What the trainer needs from one optimiser step.
+pub struct StepStats {
+    pub loss: f32,
+    pub rec: f32,
+    pub codebook: f32,
+    pub commitment: f32,
+    pub codes: Vec<u32>,
+    /// Encoder outputs as rows `(N, embed_dim)` (for dead-code re-seeding).
+    pub z_flat: Vec<f32>,
+}
+
+/// How a training step computes its gradients.
+pub enum StepPath {
+    /// The hand-written forward/backward pass (`train::engine`): CPU, f32.
+    Engine(Engine),
+    /// candle's autograd over [`forward_loss`]: any device; the reference the engine is
+    /// tested against.
+    Autograd,
+}
+
+impl StepPath {
+    /// The engine on the CPU unless `autograd` is asked for; autograd elsewhere.
+    pub fn choose(
+        cfg: &TrainConfig,
+        vars: &[(String, Var)],
+        dev: &Device,
+        autograd: bool,
+    ) -> Result<Self> {
+        if autograd || !dev.is_cpu() {
+            return Ok(Self::Autograd);
+        }
+        let sizes: Vec<(String, usize)> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.elem_count()))
+            .collect();
+        Ok(Self::Engine(Engine::new(&cfg.model, &sizes)?))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Engine(_) => "engine",
+            Self::Autograd => "autograd",
+        }
+    }
+
+    /// Forward, backward and one AdamW update at learning rate `lr` on `x (B, 3, H, W)`.
+    /// `vars` is the optimiser's variable list, `model` the network built on them.
+    pub fn train_step(
+        &self,
+        model: &Vqgan,
+        vars: &[(String, Var)],
+        x: &Tensor,
+        cfg: &TrainConfig,
+        opt: &mut AdamW,
+        lr: f64,
+    ) -> Result<StepStats> {
+        match self {
+            Self::Autograd => {
+                let o = forward_loss(model, x, cfg)?;
+                let stats = StepStats {
+                    loss: o.loss.to_scalar::<f32>()?,
+                    rec: o.rec,
+                    codebook: o.codebook,
+                    commitment: o.commitment,
+                    codes: o.codes,
+                    z_flat: o.z_flat.flatten_all()?.to_vec1::<f32>()?,
+                };
+                if stats.rec.is_finite() {
+                    opt.step(&o.loss.backward()?, lr)?;
+                }
+                Ok(stats)
+            }
+            Self::Engine(engine) => {
+                let (b, c, h, w) = x.dims4()?;
+                let values = vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let pixels = x.flatten_all()?.to_vec1::<f32>()?;
+                let o = engine.step(values, pixels, [b, c, h, w], cfg)?;
+                if o.rec.is_finite() {
+                    opt.step_with(&o.grads, lr)?;
+                }
+                Ok(StepStats {
+                    loss: o.loss,
+                    rec: o.rec,
+                    codebook: o.codebook,
+                    commitment: o.commitment,
+                    codes: o.codes,
+                    z_flat: o.z_flat,
+                })
+            }
+        }
+    }
 }

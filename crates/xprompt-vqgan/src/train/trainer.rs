@@ -23,7 +23,7 @@ use crate::train::adamw::AdamW;
 use crate::train::config::TrainConfig;
 use crate::train::data::{list_images, Dataset};
 use crate::train::init::{fnv1a, random_model, sorted_vars};
-use crate::train::step::{forward_loss, perplexity};
+use crate::train::step::{perplexity, StepPath};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,9 @@ pub struct TrainOptions {
     pub time_limit_s: Option<f64>,
     pub max_pixels: u64,
     pub device: Device,
+    /// Compute gradients with candle's autograd instead of the CPU engine (a reference
+    /// path: same gradients, slower).
+    pub autograd: bool,
 }
 
 impl Default for TrainOptions {
@@ -53,6 +56,7 @@ impl Default for TrainOptions {
             time_limit_s: None,
             max_pixels: crate::image_io::DEFAULT_MAX_PIXELS,
             device: Device::Cpu,
+            autograd: false,
         }
     }
 }
@@ -124,13 +128,7 @@ fn var_tensors(vars: &[(String, Var)]) -> HashMap<String, Tensor> {
 }
 
 /// Replace unused codebook rows by random encoder outputs of the current batch.
-fn reseed_dead(
-    codebook: &Var,
-    counts: &[u64],
-    z_flat: &Tensor,
-    seed: u64,
-    step: u64,
-) -> Result<usize> {
+fn reseed_dead(codebook: &Var, counts: &[u64], z: &[f32], seed: u64, step: u64) -> Result<usize> {
     let dead: Vec<usize> = counts
         .iter()
         .enumerate()
@@ -142,8 +140,10 @@ fn reseed_dead(
     }
     let (k, d) = codebook.dims2()?;
     let mut cb = codebook.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let z = z_flat.flatten_all()?.to_vec1::<f32>()?;
     let n = z.len() / d;
+    if n == 0 {
+        return Ok(0);
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
         seed ^ fnv1a(b"reseed") ^ step.wrapping_mul(0x9e3779b97f4a7c15),
     );
@@ -171,7 +171,9 @@ fn init_codebook_from_data(
     let images = cfg.model.n_embed.div_ceil(per_image).clamp(1, 64);
     let x = data.batch(0, images, cfg.crop, cfg.seed ^ fnv1a(b"codebook-init"), dev)?;
     let z = model.encode_latent(&x)?;
-    let z_flat = VectorQuantizer::flatten_latent(&z)?.detach();
+    let z_flat = VectorQuantizer::flatten_latent(&z)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let unused = vec![0u64; cfg.model.n_embed];
     reseed_dead(codebook, &unused, &z_flat, cfg.seed, 0)?;
     Ok(())
@@ -199,6 +201,8 @@ pub fn train(
         .map(|(_, v)| v.clone())
         .ok_or_else(|| VqganError::Train("model has no codebook variable".into()))?;
     let mut opt = AdamW::new(vars.clone(), cfg.optimiser())?;
+    let path = StepPath::choose(cfg, &vars, dev, opts.autograd)?;
+    tracing::info!("gradients: {}", path.name());
     let mut counts = vec![0u64; cfg.model.n_embed];
     let mut start = 0u64;
 
@@ -289,15 +293,13 @@ pub fn train(
     let mut reseeded = 0;
     while step < end {
         let x = data.batch(step, cfg.batch_size, cfg.crop, cfg.seed, dev)?;
-        let o = forward_loss(&model, &x, cfg)?;
+        let o = path.train_step(&model, &vars, &x, cfg, &mut opt, cfg.lr_at(step))?;
         if !o.rec.is_finite() {
             return Err(VqganError::Train(format!(
                 "loss became {} at step {step}; lower train.lr",
                 o.rec
             )));
         }
-        let grads = o.loss.backward()?;
-        opt.step(&grads, cfg.lr_at(step))?;
         for &c in &o.codes {
             counts[c as usize] += 1;
         }
@@ -329,7 +331,7 @@ pub fn train(
             let pr = Progress {
                 step,
                 total: cfg.steps,
-                loss: o.loss.to_scalar::<f32>()?,
+                loss: o.loss,
                 rec: o.rec,
                 codebook: o.codebook,
                 commitment: o.commitment,
@@ -375,7 +377,7 @@ fn save_checkpoint(
     io(&tmp, std::fs::create_dir_all(&tmp))?;
     let weights = var_tensors(vars);
     save_safetensors(&weights, &tmp.join("model.safetensors"))?;
-    save_safetensors(&opt.state_tensors(), &tmp.join("optim.safetensors"))?;
+    save_safetensors(&opt.state_tensors()?, &tmp.join("optim.safetensors"))?;
     let state = State {
         step,
         usage_counts: counts.to_vec(),
