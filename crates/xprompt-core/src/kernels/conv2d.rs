@@ -371,22 +371,20 @@ fn backward<T: Real>(
     let wlen = d.c_out * d.col_rows();
     let wm = Mat::row_major(w, d.c_out, d.col_rows());
     // Per image: dW_iᵀ = col_i · g_iᵀ and db_i = Σ g_i, written into one slot each and summed
-    // afterwards (fixed order, so the result does not depend on thread timing), and dx_i
-    // after them in the same slot.
-    let dx_len = if want_dx { d.in_len() } else { 0 };
-    let slot_len = wlen + d.c_out + dx_len;
+    // afterwards (fixed order, so the result does not depend on thread timing); dx_i straight
+    // into its image of `dx`.
+    let slot_len = wlen + d.c_out;
     let mut slots = vec![T::zero(); d.batch * slot_len];
+    let mut dx = vec![T::zero(); if want_dx { d.batch * d.in_len() } else { 0 }];
     let shifted = d.shifted().map(|sh| (sh, sh.flipped_taps(w)));
-    per_image(&mut slots, slot_len, d, |i, slot, par, buf| {
+    let image = |i: usize, slot: &mut [T], dx_i: Option<&mut [T]>, par, buf: &mut Vec<T>| {
         let g_i = &g[i * d.c_out * n..(i + 1) * d.c_out * n];
-        let (dw_i, rest) = slot.split_at_mut(wlen);
-        let (db_i, dx_i) = rest.split_at_mut(d.c_out);
+        let (dw_i, db_i) = slot.split_at_mut(wlen);
         for (db, row) in db_i.iter_mut().zip(g_i.chunks(n)) {
             *db = row.iter().fold(T::zero(), |a, &v| a + v);
         }
         let x_i = &x[i * d.in_len()..(i + 1) * d.in_len()];
         if let Some((sh, flipped)) = &shifted {
-            let dx_i = want_dx.then_some(dx_i);
             return sh.backward_image(x_i, flipped, g_i, dw_i, dx_i, buf, par);
         }
         let gm = Mat::row_major(g_i, d.c_out, n);
@@ -395,14 +393,51 @@ fn backward<T: Real>(
         // long k) on these shapes; transposed back once after the sum over images.
         let col = Mat::row_major(col, d.col_rows(), n);
         matmul_with(dw_i, col, gm.t(), T::one(), false, par);
-        if want_dx && d.is_pointwise() {
-            matmul_with(dx_i, wm.t(), gm, T::one(), false, par);
-        } else if want_dx {
-            // The column buffer is free again: dcol = Wᵀ·g, folded back onto the image.
-            matmul_with(buf, wm.t(), gm, T::one(), false, par);
-            col2im(buf, d, dx_i);
+        match dx_i {
+            Some(dx_i) if d.is_pointwise() => matmul_with(dx_i, wm.t(), gm, T::one(), false, par),
+            Some(dx_i) => {
+                // The column buffer is free again: dcol = Wᵀ·g, folded back onto the image.
+                matmul_with(buf, wm.t(), gm, T::one(), false, par);
+                col2im(buf, d, dx_i);
+            }
+            None => {}
         }
-    });
+    };
+    let parallel = d.images_in_parallel();
+    let par = if parallel {
+        gemm::Parallelism::None
+    } else {
+        parallelism()
+    };
+    match (want_dx, parallel) {
+        (true, true) => slots
+            .par_chunks_mut(slot_len)
+            .zip(dx.par_chunks_mut(d.in_len()))
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, (s, dx_i))| {
+                image(i, s, Some(dx_i), par, buf)
+            }),
+        (false, true) => slots
+            .par_chunks_mut(slot_len)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, s)| image(i, s, None, par, buf)),
+        (true, false) => {
+            let mut buf = Vec::new();
+            for (i, (s, dx_i)) in slots
+                .chunks_mut(slot_len)
+                .zip(dx.chunks_mut(d.in_len()))
+                .enumerate()
+            {
+                image(i, s, Some(dx_i), par, &mut buf);
+            }
+        }
+        (false, false) => {
+            let mut buf = Vec::new();
+            for (i, s) in slots.chunks_mut(slot_len).enumerate() {
+                image(i, s, None, par, &mut buf);
+            }
+        }
+    }
     let mut total = vec![T::zero(); wlen + d.c_out];
     for slot in slots.chunks(slot_len) {
         for (t, &v) in total.iter_mut().zip(slot) {
@@ -424,13 +459,7 @@ fn backward<T: Real>(
             dw
         }
     };
-    let dx = want_dx.then(|| {
-        slots
-            .chunks(slot_len)
-            .flat_map(|slot| &slot[wlen + d.c_out..])
-            .copied()
-            .collect()
-    });
+    let dx = want_dx.then_some(dx);
     (dx, dw, db)
 }
 
