@@ -132,13 +132,14 @@ impl Shifted {
             w_out,
         } = shape;
         let n = h_out * input.wp;
-        grid.clear();
+        // The first tap overwrites the grid, so reused scratch needs no zeroing.
         grid.resize(rows * n, T::zero());
         for ky in 0..self.k {
             for kx in 0..self.k {
                 let t = ky * self.k + kx;
                 let wt = Mat::row_major(&taps[t * rows * c..], rows, c);
-                matmul_with(grid, wt, input.tap(c, h_out, ky, kx), T::one(), true, par);
+                let tap = input.tap(c, h_out, ky, kx);
+                matmul_with(grid, wt, tap, T::one(), t > 0, par);
             }
         }
         for (r, dst) in out.chunks_mut(h_out * w_out).enumerate() {
