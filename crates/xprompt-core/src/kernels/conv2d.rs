@@ -359,6 +359,20 @@ fn forward<T: Real>(x: &[T], w: &[T], b: &[T], d: &Dims) -> Vec<T> {
     y
 }
 
+/// `Σ xs` in 8 independent partial sums (one vector register; a single running sum is one
+/// dependent add per element).
+fn lane_sum<T: Real>(xs: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(T::zero(), |a, &v| a + v);
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
 /// `(dx, dw, db)`, `dx` only when wanted.
 fn backward<T: Real>(
     x: &[T],
@@ -381,7 +395,7 @@ fn backward<T: Real>(
         let g_i = &g[i * d.c_out * n..(i + 1) * d.c_out * n];
         let (dw_i, db_i) = slot.split_at_mut(wlen);
         for (db, row) in db_i.iter_mut().zip(g_i.chunks(n)) {
-            *db = row.iter().fold(T::zero(), |a, &v| a + v);
+            *db = lane_sum(row);
         }
         let x_i = &x[i * d.in_len()..(i + 1) * d.in_len()];
         if let Some((sh, flipped)) = &shifted {
