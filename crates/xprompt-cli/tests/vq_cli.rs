@@ -123,6 +123,21 @@ fn bench_train_vq_times_steps_of_a_config() {
         (Some(2), Some(16), Some(2))
     );
     assert!(v["s_per_step"].as_f64().unwrap() > 0.0 && v["params"].as_u64().unwrap() > 0);
+    assert_eq!(v["gradients"].as_str(), Some("engine"));
+    // `--autograd` times candle's graph instead.
+    let out = xprompt(&[
+        "bench",
+        "train-vq",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--autograd",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gradients"].as_str(), Some("autograd"));
     let out = xprompt(&[
         "bench",
         "train-vq",

@@ -253,3 +253,40 @@ fn regression_adamw_moments_do_not_keep_the_backward_graph() {
         assert!(!t.track_op(), "{name} keeps a backward graph");
     }
 }
+
+#[test]
+fn engine_and_autograd_paths_train_the_same_run() {
+    // The trainer's two gradient paths on the same seed and data: the first steps' losses
+    // agree (same weights, same batches, gradients equal up to rounding), and the autograd
+    // run's checkpoint resumes under the engine.
+    let imgs = tempfile::tempdir().unwrap();
+    write_images(imgs.path(), 5);
+    let cfg = tiny_cfg(4);
+    let run = |autograd: bool, out: &Path| {
+        let opts = TrainOptions {
+            autograd,
+            ..Default::default()
+        };
+        let mut recs = Vec::new();
+        train(&cfg, imgs.path(), out, &opts, |p| recs.push(p.rec)).unwrap();
+        recs
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let engine = run(false, a.path());
+    let autograd = run(true, b.path());
+    assert_eq!(engine.len(), autograd.len());
+    for (step, (e, g)) in engine.iter().zip(&autograd).enumerate().take(3) {
+        assert!(
+            (e - g).abs() <= 1e-3 * g.abs().max(1e-3),
+            "step {}: engine rec {e} vs autograd {g}",
+            step + 1
+        );
+    }
+    let longer = tiny_cfg(6);
+    let resume = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let s = train(&longer, imgs.path(), b.path(), &resume, |_| {}).unwrap();
+    assert_eq!((s.start_step, s.final_step), (4, 6));
+}
