@@ -191,11 +191,10 @@ impl Layer {
                 let h1 = r.conv1.forward(p, &a1)?;
                 let a2 = r.norm2.forward(p, &h1)?;
                 let mut y = r.conv2.forward(p, &a2)?;
-                let skip = match &r.shortcut {
-                    Some(c) => c.forward(p, &x)?.data,
-                    None => x.data.clone(),
-                };
-                add_into(&mut y.data, &skip);
+                match &r.shortcut {
+                    Some(c) => add_into(&mut y.data, &c.forward(p, &x)?.data),
+                    None => add_into(&mut y.data, &x.data),
+                }
                 Ok((y, Saved::Res { x, a1, h1, a2 }))
             }
             Layer::Attn(a) => attn_forward(a, p, x),
