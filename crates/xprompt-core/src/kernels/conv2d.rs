@@ -23,7 +23,6 @@ use rayon::prelude::*;
 use super::access::{ensure_non_empty, for_float, slice, storage, tensor, with_slices};
 use super::access::{matmul_with, parallelism, Mat};
 use super::conv2d_shifted::Shifted;
-use super::conv2d_winograd::Winograd;
 use super::Real;
 
 /// Stride and zero padding of a square-kernel convolution.
@@ -121,22 +120,6 @@ impl Dims {
             0
         };
         (lo.min(hi), hi)
-    }
-
-    /// The Winograd F(2×2, 3×3) form of a 3×3 stride-1 pad-1 convolution of an even-sized
-    /// image (every such VQGAN convolution), unless `XPROMPT_DISABLE_WINOGRAD` is set.
-    fn winograd(&self) -> Option<Winograd> {
-        let fits = self.k == 3
-            && self.geo == ConvGeometry::symmetric(1, 1)
-            && self.h.is_multiple_of(2)
-            && self.w.is_multiple_of(2)
-            && winograd_enabled();
-        fits.then_some(Winograd {
-            c_in: self.c_in,
-            c_out: self.c_out,
-            h: self.h,
-            w: self.w,
-        })
     }
 
     /// The shifted-gemm form of a stride-1 convolution whose padding is at most `k − 1` per
@@ -327,15 +310,6 @@ fn columns<'a, T: Real>(x: &'a [T], d: &Dims, buf: &'a mut Vec<T>) -> &'a [T] {
     buf
 }
 
-/// False when `XPROMPT_DISABLE_WINOGRAD` is set to anything but `0` (for side-by-side timing
-/// against the shifted gemms).
-fn winograd_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("XPROMPT_DISABLE_WINOGRAD").is_none_or(|v| v.is_empty() || v == "0")
-    })
-}
-
 /// Runs `f(image index, output chunk, gemm parallelism, scratch buffer)` over the images:
 /// in parallel with single-threaded gemms when the batch can keep every thread busy, else one
 /// at a time with threaded gemms. Scratch buffers are reused across a thread's images.
@@ -363,19 +337,12 @@ fn forward<T: Real>(x: &[T], w: &[T], b: &[T], d: &Dims) -> Vec<T> {
     let n = d.out_len();
     let mut y = vec![T::zero(); d.batch * d.c_out * n];
     let wm = Mat::row_major(w, d.c_out, d.col_rows());
-    let winograd = d.winograd().map(|wg| (wg, wg.weights(w)));
-    let shifted = match winograd {
-        Some(_) => None,
-        None => d.shifted().map(|sh| (sh, sh.taps(w))),
-    };
+    let shifted = d.shifted().map(|sh| (sh, sh.taps(w)));
     per_image(&mut y, d.c_out * n, d, |i, y, par, buf| {
         for (row, &bias) in y.chunks_mut(n).zip(b) {
             row.fill(bias);
         }
         let x_i = &x[i * d.in_len()..(i + 1) * d.in_len()];
-        if let Some((wg, u)) = &winograd {
-            return wg.forward_image(x_i, u, y, buf, par);
-        }
         if let Some((sh, taps)) = &shifted {
             return sh.forward_image(x_i, taps, y, buf, par);
         }
@@ -420,30 +387,17 @@ fn backward<T: Real>(
     // Per image: dW_iᵀ = col_i · g_iᵀ and db_i = Σ g_i, written into one slot each and summed
     // afterwards (fixed order, so the result does not depend on thread timing); dx_i straight
     // into its image of `dx`.
-    let winograd = d.winograd().map(|wg| (wg, wg.flipped_weights(w)));
-    let shifted = match winograd {
-        Some(_) => None,
-        None => d.shifted().map(|sh| (sh, sh.flipped_taps(w))),
-    };
-    // Winograd's weight gradient lives in the transform domain until the sum over images.
-    let dw_len = if winograd.is_some() {
-        16 * d.c_out * d.c_in
-    } else {
-        wlen
-    };
-    let slot_len = dw_len + d.c_out;
+    let slot_len = wlen + d.c_out;
     let mut slots = vec![T::zero(); d.batch * slot_len];
     let mut dx = vec![T::zero(); if want_dx { d.batch * d.in_len() } else { 0 }];
+    let shifted = d.shifted().map(|sh| (sh, sh.flipped_taps(w)));
     let image = |i: usize, slot: &mut [T], dx_i: Option<&mut [T]>, par, buf: &mut Vec<T>| {
         let g_i = &g[i * d.c_out * n..(i + 1) * d.c_out * n];
-        let (dw_i, db_i) = slot.split_at_mut(dw_len);
+        let (dw_i, db_i) = slot.split_at_mut(wlen);
         for (db, row) in db_i.iter_mut().zip(g_i.chunks(n)) {
             *db = lane_sum(row);
         }
         let x_i = &x[i * d.in_len()..(i + 1) * d.in_len()];
-        if let Some((wg, flipped)) = &winograd {
-            return wg.backward_image(x_i, flipped, g_i, dw_i, dx_i, buf, par);
-        }
         if let Some((sh, flipped)) = &shifted {
             return sh.backward_image(x_i, flipped, g_i, dw_i, dx_i, buf, par);
         }
@@ -498,19 +452,18 @@ fn backward<T: Real>(
             }
         }
     }
-    let mut total = vec![T::zero(); slot_len];
+    let mut total = vec![T::zero(); wlen + d.c_out];
     for slot in slots.chunks(slot_len) {
         for (t, &v) in total.iter_mut().zip(slot) {
             *t += v;
         }
     }
-    let db = total.split_off(dw_len);
-    // The forms sum transposed weight gradients: (16, C_out, C_in) in Winograd's domain,
-    // (k·k, C_in, C_out) when shifted, (C_in·k·k, C_out) otherwise.
-    let dw = match (&winograd, &shifted) {
-        (Some((wg, _)), _) => wg.weight_grad(&total),
-        (None, Some((sh, _))) => sh.untranspose(&total),
-        (None, None) => {
+    let db = total.split_off(wlen);
+    // Both forms sum transposed weight gradients: (k·k, C_in, C_out) when shifted,
+    // (C_in·k·k, C_out) otherwise.
+    let dw = match &shifted {
+        Some((sh, _)) => sh.untranspose(&total),
+        None => {
             let mut dw = vec![T::zero(); wlen];
             for (o, row) in dw.chunks_mut(d.col_rows()).enumerate() {
                 for (r, v) in row.iter_mut().enumerate() {

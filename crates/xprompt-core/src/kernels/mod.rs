@@ -19,7 +19,6 @@ pub mod attention;
 pub mod bf16_dot;
 pub mod conv2d;
 mod conv2d_shifted;
-mod conv2d_winograd;
 pub mod cross_entropy;
 pub(crate) mod dot_blocks;
 pub mod group_norm;
