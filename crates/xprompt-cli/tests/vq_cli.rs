@@ -103,15 +103,12 @@ fn bench_train_vq_times_steps_of_a_config() {
         "[model]\npreset = \"tiny\"\n[train]\nbatch_size = 2\ncrop = 16\n",
     )
     .unwrap();
-    let out = xprompt(&[
-        "bench",
-        "train-vq",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--json",
-    ]);
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "train-vq", "--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        xprompt(&args)
+    };
+    let out = bench(&["--steps", "2", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -125,26 +122,10 @@ fn bench_train_vq_times_steps_of_a_config() {
     assert!(v["s_per_step"].as_f64().unwrap() > 0.0 && v["params"].as_u64().unwrap() > 0);
     assert_eq!(v["gradients"].as_str(), Some("engine"));
     // `--autograd` times candle's graph instead.
-    let out = xprompt(&[
-        "bench",
-        "train-vq",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--autograd",
-        "--json",
-    ]);
+    let out = bench(&["--steps", "1", "--autograd", "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["gradients"].as_str(), Some("autograd"));
-    let out = xprompt(&[
-        "bench",
-        "train-vq",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--steps",
-        "0",
-    ]);
+    let out = bench(&["--steps", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--steps must be at least 1"));
 }

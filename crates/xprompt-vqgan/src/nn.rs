@@ -102,13 +102,7 @@ impl Conv2d {
             let wy = fold(&self.weight, 2, py)?;
             let mut phases = Vec::with_capacity(2);
             for px in 0..2 {
-                let geo = ConvGeometry {
-                    stride: 1,
-                    pad_top: 1 - py,
-                    pad_left: 1 - px,
-                    pad_bottom: py,
-                    pad_right: px,
-                };
+                let geo = ConvGeometry::upsample_phase(py, px);
                 let wyx = fold(&wy, 3, px)?.contiguous()?;
                 phases.push(kernels::conv2d::conv2d(x, &wyx, &self.bias, geo)?);
             }

@@ -38,6 +38,19 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// Phase `(py, px)` of a nearest ×2 upsample + 3×3 same convolution run as a 2×2
+    /// convolution of the low-resolution input: output pixel `(2i + py, 2j + px)` reads input
+    /// rows `i − 1 + py ..= i + py` and the same for columns.
+    pub fn upsample_phase(py: usize, px: usize) -> Self {
+        Self {
+            stride: 1,
+            pad_top: 1 - py,
+            pad_left: 1 - px,
+            pad_bottom: py,
+            pad_right: px,
+        }
+    }
+
     /// The same padding on every side.
     pub fn symmetric(padding: usize, stride: usize) -> Self {
         Self {
@@ -423,33 +436,24 @@ fn backward<T: Real>(
     } else {
         parallelism()
     };
-    match (want_dx, parallel) {
-        (true, true) => slots
+    // One optional `dx` image per slot, so both orders below pair them the same way.
+    let mut dx_images: Vec<Option<&mut [T]>> = if want_dx {
+        dx.chunks_mut(d.in_len()).map(Some).collect()
+    } else {
+        (0..d.batch).map(|_| None).collect()
+    };
+    if parallel {
+        slots
             .par_chunks_mut(slot_len)
-            .zip(dx.par_chunks_mut(d.in_len()))
+            .zip(dx_images.par_iter_mut())
             .enumerate()
             .for_each_init(Vec::new, |buf, (i, (s, dx_i))| {
-                image(i, s, Some(dx_i), par, buf)
-            }),
-        (false, true) => slots
-            .par_chunks_mut(slot_len)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (i, s)| image(i, s, None, par, buf)),
-        (true, false) => {
-            let mut buf = Vec::new();
-            for (i, (s, dx_i)) in slots
-                .chunks_mut(slot_len)
-                .zip(dx.chunks_mut(d.in_len()))
-                .enumerate()
-            {
-                image(i, s, Some(dx_i), par, &mut buf);
-            }
-        }
-        (false, false) => {
-            let mut buf = Vec::new();
-            for (i, s) in slots.chunks_mut(slot_len).enumerate() {
-                image(i, s, None, par, &mut buf);
-            }
+                image(i, s, dx_i.take(), par, buf)
+            });
+    } else {
+        let mut buf = Vec::new();
+        for (i, (s, dx_i)) in slots.chunks_mut(slot_len).zip(dx_images).enumerate() {
+            image(i, s, dx_i, par, &mut buf);
         }
     }
     let mut total = vec![T::zero(); wlen + d.c_out];

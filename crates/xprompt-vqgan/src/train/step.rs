@@ -163,17 +163,10 @@ impl StepPath {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let pixels = x.flatten_all()?.to_vec1::<f32>()?;
                 let o = engine.step(values, pixels, [b, c, h, w], cfg)?;
-                if o.rec.is_finite() {
+                if o.stats.rec.is_finite() {
                     opt.step_with(&o.grads, lr)?;
                 }
-                Ok(StepStats {
-                    loss: o.loss,
-                    rec: o.rec,
-                    codebook: o.codebook,
-                    commitment: o.commitment,
-                    codes: o.codes,
-                    z_flat: o.z_flat,
-                })
+                Ok(o.stats)
             }
         }
     }

@@ -326,13 +326,7 @@ fn unfold_phase_grad(dw2: &[f32], py: usize, px: usize, dw: &mut [f32]) {
 }
 
 fn phase_problem(c: &Conv, x: &Act, py: usize, px: usize) -> Result<ConvProblem> {
-    let geo = ConvGeometry {
-        stride: 1,
-        pad_top: 1 - py,
-        pad_left: 1 - px,
-        pad_bottom: py,
-        pad_right: px,
-    };
+    let geo = ConvGeometry::upsample_phase(py, px);
     ConvProblem::new(x.dims, [c.c_out, c.c_in, 2, 2], geo).map_err(kernel_err)
 }
 

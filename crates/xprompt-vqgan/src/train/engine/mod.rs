@@ -19,6 +19,7 @@ mod quantize;
 use crate::config::{VqganConfig, NORM_EPS};
 use crate::error::{Result, VqganError};
 use crate::train::config::{ReconLoss, TrainConfig};
+use crate::train::step::StepStats;
 use layers::{Act, Attn, Conv, Layer, Norm, Res, Saved};
 use params::{Grads, Names, Params};
 use rayon::prelude::*;
@@ -36,13 +37,7 @@ pub struct Engine {
 
 /// Results of one step: losses, codes and the gradient of every parameter.
 pub struct EngineStep {
-    pub loss: f32,
-    pub rec: f32,
-    pub codebook: f32,
-    pub commitment: f32,
-    pub codes: Vec<u32>,
-    /// Encoder outputs `(N, embed_dim)` (for dead-code re-seeding).
-    pub z_flat: Vec<f32>,
+    pub stats: StepStats,
     /// Gradients in the order of the variables the engine was built for.
     pub grads: Vec<Vec<f32>>,
 }
@@ -266,13 +261,16 @@ impl Engine {
 
         let (cb, cm) = (q.sq_error, q.sq_error);
         let loss = rec + cb * cfg.codebook_weight as f32 + cm * cfg.commitment_beta as f32;
-        Ok(EngineStep {
+        let stats = StepStats {
             loss,
             rec,
             codebook: cb,
             commitment: cm,
             codes: q.codes,
             z_flat: q.z_flat,
+        };
+        Ok(EngineStep {
+            stats,
             grads: grads.finish(&p),
         })
     }

@@ -24,14 +24,14 @@ pub struct Quantized {
 }
 
 /// `(B, D, h, w) -> (B·h·w, D)`.
-fn to_rows(z: &Act) -> Vec<f32> {
-    let [b, d, h, w] = z.dims;
+fn to_rows(z: &[f32], dims: [usize; 4]) -> Vec<f32> {
+    let [b, d, h, w] = dims;
     let p = h * w;
     let mut rows = vec![0.0f32; b * p * d];
     rows.par_chunks_mut(p * d)
         .enumerate()
         .for_each(|(bi, img)| {
-            let src = &z.data[bi * d * p..][..d * p];
+            let src = &z[bi * d * p..][..d * p];
             for (pos, row) in img.chunks_mut(d).enumerate() {
                 for (ch, v) in row.iter_mut().enumerate() {
                     *v = src[ch * p + pos];
@@ -42,7 +42,7 @@ fn to_rows(z: &Act) -> Vec<f32> {
 }
 
 /// `(B·h·w, D) -> (B, D, h, w)`.
-pub fn from_rows(rows: &[f32], dims: [usize; 4]) -> Vec<f32> {
+fn from_rows(rows: &[f32], dims: [usize; 4]) -> Vec<f32> {
     let [b, d, h, w] = dims;
     let p = h * w;
     let mut out = vec![0.0f32; b * d * p];
@@ -95,7 +95,7 @@ fn nearest(z_flat: &[f32], codebook: &[f32], d: usize) -> Vec<u32> {
 /// Quantizes the latent `z (B, D, h, w)` with `codebook (K, D)`.
 pub fn forward(z: &Act, codebook: &[f32]) -> Quantized {
     let d = z.dims[1];
-    let z_flat = to_rows(z);
+    let z_flat = to_rows(&z.data, z.dims);
     let codes = nearest(&z_flat, codebook, d);
     let mut e_rows = vec![0.0f32; z_flat.len()];
     for (row, &c) in e_rows.chunks_mut(d).zip(&codes) {
@@ -131,7 +131,7 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let d = dims[1];
     let numel = q.z_flat.len().max(1) as f32;
-    let mut gz = to_rows(&Act::new(g_zq.to_vec(), dims));
+    let mut gz = to_rows(g_zq, dims);
     let mut gcb = vec![0.0f32; codebook_len];
     let (kz, ke) = (2.0 * commitment_beta / numel, 2.0 * codebook_weight / numel);
     for (((gr, zr), er), &c) in gz
@@ -158,9 +158,9 @@ mod tests {
         let dims = [2, 3, 2, 2];
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.1 - 1.0).collect();
         let z = Act::new(data.clone(), dims);
-        assert_eq!(from_rows(&to_rows(&z), dims), data);
+        assert_eq!(from_rows(&to_rows(&z.data, dims), dims), data);
         // Codebook: the rows of position (0,0) of image 0 and of image 1, and one far away.
-        let rows = to_rows(&z);
+        let rows = to_rows(&z.data, dims);
         let mut cb = rows[..3].to_vec();
         cb.extend_from_slice(&rows[12..15]);
         cb.extend_from_slice(&[9.0, 9.0, 9.0]);
