@@ -63,6 +63,11 @@ pub struct ModelSection {
     pub intermediate_size: Option<usize>,
     #[serde(default = "default_xp")]
     pub xp_tokens: usize,
+    /// How a fresh model's image-code rows (`embed_tokens`, `lm_head`) start: `"random"`
+    /// (default) or `"pixels"`, a projection of each code's decoded patch
+    /// ([`crate::code_init`]). Not with `from`.
+    #[serde(default)]
+    pub image_embeddings: ImageEmbeddings,
     #[serde(default = "default_text_vocab")]
     pub text_vocab: usize,
     #[serde(default = "default_theta")]
@@ -79,6 +84,15 @@ pub struct ModelSection {
     /// `"f32"`.
     #[serde(default)]
     pub frozen_dtype: Option<String>,
+}
+
+/// The start of a fresh model's image-code rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageEmbeddings {
+    #[default]
+    Random,
+    Pixels,
 }
 
 /// The dtype a `model.frozen_dtype` value names.
@@ -193,6 +207,11 @@ impl Experiment {
             path: path.display().to_string(),
             why,
         };
+        if m.from.is_some() && m.image_embeddings != ImageEmbeddings::Random {
+            return Err(bad(
+                "model.image_embeddings applies to a model trained from scratch; model.from brings its own rows".into(),
+            ));
+        }
         if m.from.is_some() {
             if let Some((name, _)) = sizes.iter().find(|(_, set)| *set) {
                 return Err(bad(format!(

@@ -7,6 +7,7 @@
 //! - [`text_tokenizer`] — a small BPE tokenizer whose ids agree with the model vocabulary
 //! - [`experiment`] — the TOML experiment config and the model directory a run writes
 //! - [`plot`] — the loss-curve PNG
+//! - [`code_init`] — image-code rows started from each code's decoded patch (`image_embeddings = "pixels"`)
 //! - [`params`] — which parameters train: all, name patterns, or LoRA adapters
 //! - [`pretrained`] — starting from a real Chameleon / Lumina checkpoint (X-Prompt rows appended)
 //! - [`procedural`] — fresh procedural in-context tasks per sample, and the ICL-metric probes
@@ -14,6 +15,7 @@
 //! - [`trainer`] — the resumable training loop and its checkpoints
 
 pub mod code_cache;
+pub mod code_init;
 pub mod error;
 pub mod experiment;
 pub mod loss;

@@ -597,6 +597,26 @@ impl Trainer {
     /// Restores the tensors `save_weights` wrote: every trained tensor must be there with its
     /// shape and dtype; frozen ones keep their current values unless the file has them (a
     /// checkpoint written before frozen tensors were left out).
+    /// Sets the image-code rows of `embed_tokens` and `lm_head` to `rows` (`n_codes ×
+    /// hidden`, [`crate::code_init`]); for a fresh model, before its first step.
+    pub fn set_image_code_rows(&mut self, rows: &[f32]) -> Result<()> {
+        let first = self.prompt.vocab.image_id_range().start as usize;
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut set = 0;
+        for (name, var) in data.iter() {
+            if name.ends_with("embed_tokens.weight") || name == "lm_head.weight" {
+                var.set(&crate::code_init::with_rows(var.as_tensor(), first, rows)?)?;
+                set += 1;
+            }
+        }
+        if set == 0 {
+            return Err(TrainError::Data(
+                "the model has no embed_tokens / lm_head table to initialise".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn load_weights(&self, path: &Path) -> std::result::Result<(), String> {
         let file = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
             .map_err(|e| e.to_string())?;

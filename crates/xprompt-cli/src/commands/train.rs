@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use xprompt_train::experiment::{load_data, prepare_model_dir, procedural_source, Experiment};
+use xprompt_train::code_init;
+use xprompt_train::experiment::{
+    load_data, prepare_model_dir, procedural_source, Experiment, ImageEmbeddings,
+};
 use xprompt_train::plot::loss_curve;
 use xprompt_train::trainer::{list_checkpoints, StepMetrics, Trainer};
 
@@ -159,6 +162,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &device,
     )?;
     trainer.experiment_toml = Some(toml_text);
+    // Only a fresh start: a resumed run's checkpoint holds the trained rows.
+    let fresh = ckpts.is_empty() || !a.resume;
+    if exp.model.image_embeddings == ImageEmbeddings::Pixels && fresh {
+        let vqgan = xprompt_vqgan::load_dir(&exp.data.vqgan, &candle_core::Device::Cpu)
+            .with_context(|| format!("loading {}", exp.data.vqgan.display()))?;
+        let patches = code_init::code_patches(&vqgan)?;
+        let rows = code_init::projected_rows(
+            &patches,
+            cfg.hidden_size,
+            cfg.initializer_range as f32,
+            exp.train.seed,
+        )?;
+        trainer.set_image_code_rows(&rows)?;
+        eprintln!(
+            "image-code rows: {} codes started from their decoded patches",
+            patches.len()
+        );
+    }
     if let Some(source) = procedural_source(&exp, Some(&a.out))? {
         let pool = source.train_pool();
         eprintln!(
