@@ -285,6 +285,41 @@ log_every = 1
     );
     let index = std::fs::read_to_string(t.join("demo/index.html")).unwrap();
     assert!(index.contains("derain") && index.contains("held-out task, 1-shot"));
+
+    // A model that reads its examples best without compression says so at export, and
+    // requests that name no mode follow it.
+    xprompt(
+        t,
+        &[
+            "export",
+            "--model",
+            "model",
+            "--out",
+            "causal",
+            "--dtype",
+            "f32",
+            "--default-mask",
+            "causal",
+        ],
+    );
+    let cfg = std::fs::read_to_string(t.join("causal/config.json")).unwrap();
+    assert!(cfg.contains("\"default_mask\": \"causal\""), "{cfg}");
+    let log = xprompt(
+        t,
+        &[
+            "demo",
+            "--model",
+            "causal",
+            "--set",
+            "demo-set",
+            "--out",
+            "demo-causal",
+        ],
+    );
+    assert!(
+        log.contains("1-shot, causal") && !log.contains("1-shot, X-Prompt"),
+        "{log}"
+    );
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.join("demo/results.json")).unwrap())
             .unwrap();

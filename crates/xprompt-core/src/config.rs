@@ -90,6 +90,18 @@ pub struct XPromptSection {
     /// Native image side in pixels used when preprocessing inputs (Lumina-mGPT: 512).
     #[serde(default)]
     pub image_size: Option<usize>,
+    /// The mask through which this model reads its examples best (chosen by evaluation); what
+    /// a request that names no mode gets. Absent: X-Prompt when the model has X-Prompt tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mask: Option<ExampleMask>,
+}
+
+/// How examples reach the answer: compressed into the X-Prompt tokens, or read directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExampleMask {
+    XPrompt,
+    Causal,
 }
 
 /// Linear RoPE position scaling (`rope_scaling = {"type": "linear", "factor": f}`).
@@ -141,6 +153,8 @@ pub struct ChameleonConfig {
     pub initializer_range: f64,
     pub xp_token_ids: Vec<u32>,
     pub geometry: ImageGeometry,
+    /// `xprompt.default_mask`; `XPrompt` only with X-Prompt tokens.
+    pub default_mask: Option<ExampleMask>,
 }
 
 /// The q/k LayerNorm epsilon, hard-coded in `ChameleonLayerNorm.forward`.
@@ -233,6 +247,11 @@ impl RawChameleonConfig {
         if geometry.cells_per_size_unit == 0 || geometry.pixels_per_cell == 0 {
             return Err(bad("xprompt grid geometry values must be positive".into()));
         }
+        if xp.default_mask == Some(ExampleMask::XPrompt) && xp.xp_token_ids.is_empty() {
+            return Err(bad(
+                "xprompt.default_mask is \"x-prompt\" but the model has no X-Prompt tokens".into(),
+            ));
+        }
         Ok(ChameleonConfig {
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
@@ -254,6 +273,7 @@ impl RawChameleonConfig {
             initializer_range: self.initializer_range.unwrap_or(0.02),
             xp_token_ids: xp.xp_token_ids,
             geometry,
+            default_mask: xp.default_mask,
         })
     }
 }
@@ -350,5 +370,38 @@ impl ChameleonConfig {
         }
         .validate("<tiny>")
         .expect("tiny config is valid")
+    }
+}
+
+#[cfg(test)]
+mod default_mask_tests {
+    use super::*;
+
+    fn config(xprompt: serde_json::Value) -> std::result::Result<ChameleonConfig, String> {
+        let raw: RawChameleonConfig = serde_json::from_value(serde_json::json!({
+            "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "xprompt": xprompt
+        }))
+        .map_err(|e| e.to_string())?;
+        raw.validate("test").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn default_mask_is_read_and_x_prompt_needs_its_tokens() {
+        let with = |mask: &str, ids: &[u32]| {
+            config(serde_json::json!({"xp_token_ids": ids, "default_mask": mask}))
+        };
+        assert_eq!(
+            with("causal", &[14, 15]).unwrap().default_mask,
+            Some(ExampleMask::Causal)
+        );
+        assert_eq!(
+            with("x-prompt", &[14, 15]).unwrap().default_mask,
+            Some(ExampleMask::XPrompt)
+        );
+        assert_eq!(config(serde_json::json!({})).unwrap().default_mask, None);
+        let err = with("x-prompt", &[]).unwrap_err();
+        assert!(err.contains("no X-Prompt tokens"), "{err}");
+        assert!(with("sideways", &[14]).is_err());
     }
 }

@@ -6,6 +6,7 @@
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
+use xprompt_core::config::ExampleMask;
 use xprompt_core::sequence::{parse, text_to_image_prompt, ImageGrid, Piece};
 use xprompt_vqgan::image_io::{LoadedImage, DEFAULT_MAX_PIXELS};
 use xprompt_vqgan::preprocess::{preprocess_for_unit, CropOffset};
@@ -46,8 +47,8 @@ pub fn content_hash(bytes: &[u8]) -> String {
 /// How the user asked the examples to reach the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ModeChoice {
-    /// X-Prompt when the model has X-Prompt tokens, causal otherwise; zero-shot without
-    /// examples.
+    /// The model's `xprompt.default_mask` when its config names one; otherwise X-Prompt when
+    /// the model has X-Prompt tokens, causal when not; zero-shot without examples.
     #[default]
     Auto,
     XPrompt,
@@ -111,8 +112,11 @@ impl Pipeline {
             ModeChoice::ZeroShot => PromptMode::ZeroShot,
             ModeChoice::Causal => PromptMode::Causal,
             ModeChoice::XPrompt => PromptMode::XPrompt,
-            ModeChoice::Auto if self.vocab.xprompt.is_empty() => PromptMode::Causal,
-            ModeChoice::Auto => PromptMode::XPrompt,
+            ModeChoice::Auto => match self.model.config().default_mask {
+                Some(ExampleMask::Causal) => PromptMode::Causal,
+                _ if self.vocab.xprompt.is_empty() => PromptMode::Causal,
+                _ => PromptMode::XPrompt,
+            },
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Semaphore;
 use xprompt_generate::incontext::PromptMode;
 use xprompt_generate::pipeline::Pipeline;
-use xprompt_generate::request::CompiledTask;
+use xprompt_generate::request::{CompiledTask, ModeChoice};
 
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ impl ModelEntry {
             "image_size": p.default_image_size(),
             "xprompt_tokens": p.vocab.xprompt.len(),
             "modes": modes,
+            // What a request with examples and no mode gets.
+            "default_mode": mode_name(p.resolve_mode(ModeChoice::Auto, true)),
             "layers": c.num_hidden_layers,
             "hidden_size": c.hidden_size,
             "max_positions": c.max_position_embeddings,

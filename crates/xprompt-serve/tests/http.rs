@@ -131,6 +131,8 @@ fn contract_health_models_generate_png_and_json() {
         .unwrap();
     assert_eq!(a, b);
     assert_eq!(j["mode"], "xprompt");
+    // A request that names no mode gets the model's default, as /v1/models says.
+    assert_eq!(j["mode"], m["models"][0]["default_mode"]);
     assert!(j["tokens"].as_u64().unwrap() > 64);
 
     // The JSON request form (base64 images) answers the same.

@@ -578,6 +578,8 @@ fn finish_model_dir(
         cells_per_size_unit: Some(2),
         pixels_per_cell: Some(factor),
         image_size: Some(e.data.image_size),
+        // A new model has not been evaluated yet: requests get X-Prompt by default.
+        default_mask: None,
     });
     let cfg_path = out.join("config.json");
     let json =

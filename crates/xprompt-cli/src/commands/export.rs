@@ -1,4 +1,4 @@
-//! `xprompt export --model DIR --out DIR [--dtype f16]`: a compact, self-contained copy of a
+//! `xprompt export --model DIR --out DIR [--dtype f16] [--default-mask causal]`: a compact, self-contained copy of a
 //! trained model directory for shipping (config, tokenizer, VQGAN, weights — optionally in
 //! f16), checked by comparing the logits of both copies on a probe sequence. Training state
 //! (checkpoints, metrics) is not copied.
@@ -20,6 +20,12 @@ pub enum ExportDtype {
     Bf16,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DefaultMask {
+    XPrompt,
+    Causal,
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// Source model directory (e.g. the output of `xprompt train`).
@@ -31,6 +37,10 @@ pub struct ExportArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: ExportDtype,
+    /// Record the mask this model reads its examples best through (`xprompt.default_mask` in
+    /// config.json): what requests that name no mode get. Default: leave the config as it is.
+    #[arg(long, value_enum)]
+    pub default_mask: Option<DefaultMask>,
     /// Refuse the export when the largest logit change relative to the largest logit exceeds this.
     #[arg(long, default_value_t = 1e-2)]
     pub max_rel_logit_error: f64,
@@ -44,6 +54,38 @@ const PLAIN_FILES: &[&str] = &[
     "experiment.toml",
 ];
 const VQGAN_FILES: &[&str] = &[YAML_NAME, SAFETENSORS_NAME, CKPT_NAME];
+
+/// Writes `xprompt.default_mask` into an exported config.json (every other field kept as it
+/// is), validated before it is written.
+fn set_default_mask(path: &std::path::Path, mask: DefaultMask) -> Result<()> {
+    use xprompt_core::config::RawChameleonConfig;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let Some(top) = json.as_object_mut() else {
+        bail!("{}: not a JSON object", path.display());
+    };
+    let section = top
+        .entry("xprompt")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(section) = section.as_object_mut() else {
+        bail!("{}: xprompt is not an object", path.display());
+    };
+    let value = match mask {
+        DefaultMask::XPrompt => "x-prompt",
+        DefaultMask::Causal => "causal",
+    };
+    section.insert("default_mask".into(), value.into());
+    let raw: RawChameleonConfig = serde_json::from_value(json.clone())
+        .with_context(|| format!("{} with default_mask", path.display()))?;
+    raw.validate(&path.display().to_string())
+        .context("--default-mask")?;
+    let text = serde_json::to_string_pretty(&json)?;
+    xprompt_core::safe_fs::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
 
 fn probe_logits(dir: &std::path::Path) -> Result<Vec<f32>> {
     let md = ModelDir::open(dir)?;
@@ -99,6 +141,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
             safe_fs::copy_atomic(&src, &a.out.join("vqgan").join(f))
                 .with_context(|| format!("copying vqgan/{f}"))?;
         }
+    }
+    if let Some(mask) = a.default_mask {
+        set_default_mask(&a.out.join("config.json"), mask)?;
     }
     let dtype = match a.dtype {
         ExportDtype::F32 => DType::F32,

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use xprompt_generate::incontext::{Answer, Example, PromptMode, Query};
 use xprompt_generate::pipeline::{AnswerShape, Pipeline, Request};
+use xprompt_generate::request::ModeChoice;
 use xprompt_generate::sampler::SamplerConfig;
 
 use set::{DemoSet, Entry, Kind};
@@ -27,7 +28,8 @@ pub struct DemoArgs {
     /// Demo set directory (demo.json + images); default MODEL/demo.
     #[arg(long)]
     pub set: Option<PathBuf>,
-    /// Plain causal in-context prompting instead of X-Prompt compression.
+    /// Plain causal in-context prompting instead of X-Prompt compression (default: the model's
+    /// `xprompt.default_mask`, else X-Prompt).
     #[arg(long)]
     pub causal: bool,
     /// Seed of the text-to-image sampler (in-context answers are greedy).
@@ -88,13 +90,12 @@ fn run_entry(
         });
     }
     let images = load_grids(p, set_dir, &e.inputs, size)?;
-    let mode = if examples.is_empty() {
-        PromptMode::ZeroShot
-    } else if a.causal || p.vocab.xprompt.is_empty() {
-        PromptMode::Causal
+    let choice = if a.causal {
+        ModeChoice::Causal
     } else {
-        PromptMode::XPrompt
+        ModeChoice::Auto
     };
+    let mode = p.resolve_mode(choice, !examples.is_empty());
     let cells = size / p.model.config().geometry.pixels_per_cell;
     let (rows, cols) = images
         .first()
