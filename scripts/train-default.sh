@@ -2,7 +2,7 @@
 # How models/default is made, end to end, on a CPU machine. Every stage is resumable: run the
 # script again (with more minutes) and it continues where it stopped.
 #
-# Usage: [RECIPE=f8|f4] scripts/train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES] [ship]
+# Usage: [RECIPE=f8|f4] [DEFAULT_MASK=causal|x-prompt] scripts/train-default.sh WORK [VQ_MINUTES] [MODEL_MINUTES] [ship]
 #   RECIPE         f8 (default): the shipped model — 8x tokenizer (configs/default-vqgan.toml, 8x8
 #                  codes per 64x64 image) and configs/default-model.toml.
 #                  f4: the sharper 4x tokenizer (configs/vqgan-f4.toml, 16x16 codes; ~2 h of
@@ -66,7 +66,10 @@ fi
 if [ "$stage" = ship ]; then
   echo "== ship: f16 export, demo set, evaluation"
   # The weights with the largest ICL gap (the in-context metric), not the last ones.
-  "$x" export --model "$work/model/best" --out models/default --dtype f16
+  # DEFAULT_MASK=causal|x-prompt: the mask the evaluation found the model reads its examples
+  # best through (config.json xprompt.default_mask); unset leaves X-Prompt as the default.
+  "$x" export --model "$work/model/best" --out models/default --dtype f16 \
+    ${DEFAULT_MASK:+--default-mask "$DEFAULT_MASK"}
   "$x" demo --model models/default --bundle-from "$work/suite"
   "$x" eval --model models/default --suite "$work/suite" --max-items 10 --ceiling --out "$work/eval"
   "$x" eval --model models/default --suite "$work/suite" --max-items 10 --no-instruction \
