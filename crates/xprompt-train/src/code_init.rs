@@ -32,7 +32,7 @@ const CHUNK: usize = 64;
 pub fn code_patches(vqgan: &Vqgan) -> Result<Vec<[f32; FEATURES]>> {
     let cfg = vqgan.config();
     let f = cfg.downsample_factor();
-    if f % POOLED != 0 && POOLED % f != 0 {
+    if !f.is_multiple_of(POOLED) && !POOLED.is_multiple_of(f) {
         return Err(TrainError::Data(format!(
             "model.image_embeddings = \"pixels\" needs a downsampling factor dividing or divided by {POOLED}, the VQGAN has {f}"
         )));
@@ -142,7 +142,7 @@ pub fn projected_rows(
 pub fn with_rows(t: &Tensor, first: usize, rows: &[f32]) -> Result<Tensor> {
     let (vocab, width) = t.dims2()?;
     let n = rows.len() / width;
-    if rows.len() % width != 0 || first + n > vocab {
+    if !rows.len().is_multiple_of(width) || first + n > vocab {
         return Err(TrainError::Data(format!(
             "{n} rows of width {width} from row {first} do not fit a ({vocab}, {width}) table"
         )));
