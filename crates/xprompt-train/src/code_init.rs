@@ -189,6 +189,43 @@ mod tests {
     }
 
     #[test]
+    fn every_code_of_a_real_vqgan_gets_its_decoded_patch() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/vqgan/mid_attn");
+        let vqgan = xprompt_vqgan::load_dir(&dir, &candle_core::Device::Cpu).unwrap();
+        let patches = code_patches(&vqgan).unwrap();
+        let n = vqgan.config().n_embed;
+        assert_eq!(patches.len(), n);
+        assert!(patches.iter().flatten().all(|v| (-1.0..=1.0).contains(v)));
+        // The centre cell of a flat grid of code k, checked against a direct decode of it.
+        let k = n / 2;
+        let f = vqgan.config().downsample_factor();
+        let grid = CodeGrid {
+            batch: 1,
+            height: 3,
+            width: 3,
+            codes: vec![k as u32; 9],
+        };
+        let px = vqgan.decode(&grid).unwrap().clamp(-1f32, 1f32).unwrap();
+        let px: Vec<f32> = px.flatten_all().unwrap().to_vec1().unwrap();
+        let img = 3 * f;
+        let s = (f / POOLED).max(1);
+        let (y, x) = (POOLED - 1, 1);
+        let (y0, x0) = (f + y * f / POOLED, f + x * f / POOLED);
+        let mut want = 0.0;
+        for yy in y0..y0 + s {
+            for xx in x0..x0 + s {
+                want += px[2 * img * img + yy * img + xx]; // blue plane
+            }
+        }
+        want /= (s * s) as f32;
+        let got = patches[k][(2 * POOLED + y) * POOLED + x];
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        // Codes do not all look alike.
+        assert!(patches.iter().any(|p| p != &patches[0]));
+    }
+
+    #[test]
     fn rows_outside_the_table_are_refused() {
         let t = Tensor::zeros((4, 3), DType::F32, &candle_core::Device::Cpu).unwrap();
         let t2 = with_rows(&t, 2, &[1.0; 6]).unwrap();

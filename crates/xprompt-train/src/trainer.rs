@@ -594,9 +594,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// Restores the tensors `save_weights` wrote: every trained tensor must be there with its
-    /// shape and dtype; frozen ones keep their current values unless the file has them (a
-    /// checkpoint written before frozen tensors were left out).
     /// Sets the image-code rows of `embed_tokens` and `lm_head` to `rows` (`n_codes ×
     /// hidden`, [`crate::code_init`]); for a fresh model, before its first step.
     pub fn set_image_code_rows(&mut self, rows: &[f32]) -> Result<()> {
@@ -617,6 +614,9 @@ impl Trainer {
         Ok(())
     }
 
+    /// Restores the tensors `save_weights` wrote: every trained tensor must be there with its
+    /// shape and dtype; frozen ones keep their current values unless the file has them (a
+    /// checkpoint written before frozen tensors were left out).
     fn load_weights(&self, path: &Path) -> std::result::Result<(), String> {
         let file = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
             .map_err(|e| e.to_string())?;

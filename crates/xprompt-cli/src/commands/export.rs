@@ -58,7 +58,7 @@ const VQGAN_FILES: &[&str] = &[YAML_NAME, SAFETENSORS_NAME, CKPT_NAME];
 /// Writes `xprompt.default_mask` into an exported config.json (every other field kept as it
 /// is), validated before it is written.
 fn set_default_mask(path: &std::path::Path, mask: DefaultMask) -> Result<()> {
-    use xprompt_core::config::RawChameleonConfig;
+    use xprompt_core::config::{ExampleMask, RawChameleonConfig};
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut json: serde_json::Value =
@@ -72,11 +72,12 @@ fn set_default_mask(path: &std::path::Path, mask: DefaultMask) -> Result<()> {
     let Some(section) = section.as_object_mut() else {
         bail!("{}: xprompt is not an object", path.display());
     };
-    let value = match mask {
-        DefaultMask::XPrompt => "x-prompt",
-        DefaultMask::Causal => "causal",
+    let mask = match mask {
+        DefaultMask::XPrompt => ExampleMask::XPrompt,
+        DefaultMask::Causal => ExampleMask::Causal,
     };
-    section.insert("default_mask".into(), value.into());
+    // Spelled by the config's own serde names.
+    section.insert("default_mask".into(), serde_json::to_value(mask)?);
     let raw: RawChameleonConfig = serde_json::from_value(json.clone())
         .with_context(|| format!("{} with default_mask", path.display()))?;
     raw.validate(&path.display().to_string())
